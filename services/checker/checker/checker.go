@@ -1,0 +1,328 @@
+// Package checker consumes due checks, runs them, publishes each outcome to
+// RESULTS and only then acks. It never publishes a check message: only the
+// ticker creates work.
+package checker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"upwatch.dev/services/checker/probe"
+	"upwatch.dev/shared/manage"
+	"upwatch.dev/shared/queue"
+)
+
+// Config tunes a checker.
+type Config struct {
+	// Region whose checks this checker runs.
+	Region string
+	// Concurrency is the most checks run at once.
+	Concurrency int
+	// AckWait is how long a fetched check may go without an ack or a
+	// progress signal before JetStream hands it to another checker.
+	AckWait time.Duration
+	// MaxAckPending caps checks fetched but not yet acked, across every
+	// checker of the region.
+	MaxAckPending int
+	// ShutdownTimeout is how long checks in progress may run on after a
+	// stop is asked for; the ones still running then are handed back.
+	ShutdownTimeout time.Duration
+}
+
+// DefaultConfig runs 200 checks at a time.
+func DefaultConfig() Config {
+	return Config{Region: "default", Concurrency: 200, AckWait: 30 * time.Second, MaxAckPending: 20_000,
+		ShutdownTimeout: 20 * time.Second}
+}
+
+// Checker runs due checks.
+type Checker struct {
+	cfg     Config
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	logger  *slog.Logger
+	prober  *probe.Prober
+	removed *removedSet
+	metrics metrics
+}
+
+type metrics struct {
+	checks      *prometheus.CounterVec
+	duration    prometheus.Histogram
+	lag         prometheus.Histogram
+	terminated  *prometheus.CounterVec
+	redelivered prometheus.Counter
+	handedBack  prometheus.Counter
+	inFlight    prometheus.Gauge
+}
+
+// New builds a checker.
+func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, logger *slog.Logger, reg prometheus.Registerer) *Checker {
+	m := metrics{
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "upwatch_checker_checks_total", Help: "Checks run, by outcome (up, down).",
+		}, []string{"outcome"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "upwatch_checker_check_duration_seconds", Help: "Time one check took.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
+		}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "upwatch_checker_schedule_lag_seconds", Help: "Scheduling lag: when a check started minus when it was due.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, .75, 1, 1.5, 2, 3, 5, 10, 30, 60, 120},
+		}),
+		terminated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "upwatch_checker_terminated_total", Help: "Check messages removed without running, by reason.",
+		}, []string{"reason"}),
+		redelivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "upwatch_checker_redeliveries_total", Help: "Check messages delivered more than once.",
+		}),
+		handedBack: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "upwatch_checker_handed_back_total", Help: "Check messages handed back (nak) unfinished, at shutdown or on a publish failure.",
+		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "upwatch_checker_in_flight", Help: "Checks running now.",
+		}),
+	}
+	reg.MustRegister(m.checks, m.duration, m.lag, m.terminated, m.redelivered, m.handedBack, m.inFlight)
+	return &Checker{cfg: cfg, nc: nc, js: js, logger: logger, prober: probe.New(), removed: newRemovedSet(), metrics: m}
+}
+
+// Run consumes checks until ctx is cancelled, then stops fetching, lets the
+// checks in progress finish within ShutdownTimeout and hands back the rest.
+func (c *Checker) Run(ctx context.Context) error {
+	sub, err := c.nc.Subscribe(manage.RemovedSubject, func(m *nats.Msg) {
+		if id, err := strconv.ParseInt(string(m.Data), 10, 64); err == nil {
+			c.removed.add(id)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe to %s: %w", manage.RemovedSubject, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	// Checks run on their own context: a stop lets them finish, and only
+	// the shutdown deadline cancels them.
+	checkCtx, cancelChecks := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelChecks()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, c.cfg.Concurrency)
+
+	c.logger.Info("checker started", "region", c.cfg.Region, "concurrency", c.cfg.Concurrency)
+	for ctx.Err() == nil {
+		if err := c.consume(ctx, checkCtx, sem, &wg); err != nil && ctx.Err() == nil {
+			c.logger.Warn("consuming checks failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(c.cfg.ShutdownTimeout):
+		c.logger.Warn("shutdown deadline reached; handing back checks in progress")
+		cancelChecks()
+		<-done
+	}
+	return nil
+}
+
+// consume runs one consumer subscription until ctx ends or it fails.
+func (c *Checker) consume(ctx, checkCtx context.Context, sem chan struct{}, wg *sync.WaitGroup) error {
+	lane := queue.LaneScheduled
+	setupCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	cons, err := c.js.CreateOrUpdateConsumer(setupCtx, queue.ChecksStream,
+		queue.CheckerConsumerConfig(c.cfg.Region, lane, c.cfg.AckWait, c.cfg.MaxAckPending))
+	cancel()
+	if err != nil {
+		return fmt.Errorf("create consumer %s: %w", queue.CheckerConsumer(c.cfg.Region, lane), err)
+	}
+	// Fetch about as many as can run: buffered messages age against AckWait.
+	it, err := cons.Messages(jetstream.PullMaxMessages(c.cfg.Concurrency))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", queue.CheckerConsumer(c.cfg.Region, lane), err)
+	}
+	stop := context.AfterFunc(ctx, it.Drain)
+	defer stop()
+	defer it.Stop()
+	for {
+		msg, err := it.Next()
+		switch {
+		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
+			return nil
+		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+			return err
+		case err != nil:
+			c.logger.Debug("fetching checks", "err", err)
+			continue
+		}
+		if ctx.Err() != nil {
+			c.handBack(msg)
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			c.handBack(msg)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			c.handle(checkCtx, msg)
+		}()
+	}
+}
+
+// handBack returns a message to the stream at once for another checker.
+func (c *Checker) handBack(msg jetstream.Msg) {
+	c.metrics.handedBack.Inc()
+	_ = msg.Nak()
+}
+
+func (c *Checker) terminate(msg jetstream.Msg, reason string) {
+	c.metrics.terminated.WithLabelValues(reason).Inc()
+	if err := msg.Term(); err != nil {
+		c.logger.Warn("terminate check message", "reason", reason, "err", err)
+	}
+}
+
+// handle runs one check and reports its outcome.
+func (c *Checker) handle(ctx context.Context, msg jetstream.Msg) {
+	var chk queue.Check
+	if err := json.Unmarshal(msg.Data(), &chk); err != nil {
+		c.logger.Error("malformed check message", "subject", msg.Subject(), "err", err)
+		c.terminate(msg, "malformed")
+		return
+	}
+	if err := chk.Validate(); err != nil {
+		c.logger.Error("invalid check message", "subject", msg.Subject(), "err", err)
+		c.terminate(msg, "malformed")
+		return
+	}
+	if c.removed.dispatchedBefore(chk.MonitorID, chk.DispatchedAt) {
+		// Deleted or paused after this check was dispatched; the slot was
+		// recorded as skipped when it was removed.
+		c.terminate(msg, "monitor_removed")
+		return
+	}
+	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
+		c.metrics.redelivered.Inc()
+	}
+
+	c.metrics.inFlight.Inc()
+	defer c.metrics.inFlight.Dec()
+	stopProgress := c.keepAlive(msg, chk.Timeout())
+	started := time.Now()
+	c.metrics.lag.Observe(started.Sub(chk.DueAt).Seconds())
+	out := c.prober.Run(ctx, chk.Kind, chk.Target, chk.Settings, chk.Timeout())
+	finished := time.Now()
+	stopProgress()
+	if ctx.Err() != nil {
+		// Cut short by the shutdown deadline: the outcome says nothing
+		// about the target, so another checker runs it again.
+		c.handBack(msg)
+		return
+	}
+	c.metrics.duration.Observe(out.Latency.Seconds())
+	if out.Up {
+		c.metrics.checks.WithLabelValues("up").Inc()
+	} else {
+		c.metrics.checks.WithLabelValues("down").Inc()
+	}
+
+	res := queue.Result{
+		MonitorID: chk.MonitorID, Region: chk.Region, DueAt: chk.DueAt, Attempt: chk.Attempt,
+		StartedAt: started, FinishedAt: finished, Up: out.Up,
+		LatencyMS: float64(out.Latency.Microseconds()) / 1000, StatusCode: out.StatusCode, Error: out.Error,
+	}
+	data, err := json.Marshal(&res)
+	if err != nil {
+		c.logger.Error("encode result", "monitor", chk.MonitorID, "err", err)
+		c.handBack(msg)
+		return
+	}
+	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	// The outcome is stored in RESULTS before the check is acked: a crash
+	// in between redelivers the check, and the result's message id and
+	// primary key make the second outcome a no-op.
+	if _, err := c.js.Publish(pubCtx, queue.ResultSubject(chk.MonitorID), data,
+		jetstream.WithMsgID(queue.ResultMsgID(chk.MonitorID, chk.Region, chk.DueAt))); err != nil {
+		c.logger.Warn("publish result failed; handing the check back", "monitor", chk.MonitorID, "err", err)
+		c.handBack(msg)
+		return
+	}
+	if err := msg.Ack(); err != nil {
+		c.logger.Warn("ack check", "monitor", chk.MonitorID, "err", err)
+	}
+}
+
+// keepAlive tells JetStream a long check is still running, so it is not
+// redelivered to another checker while this one works on it.
+func (c *Checker) keepAlive(msg jetstream.Msg, timeout time.Duration) (stop func()) {
+	every := c.cfg.AckWait / 3
+	if timeout < every {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// removedSet remembers recently deleted or paused monitors for long enough
+// to cover any check of theirs that was already fetched.
+type removedSet struct {
+	mu  sync.Mutex
+	ids map[int64]time.Time
+}
+
+const removedTTL = 10 * time.Minute
+
+func newRemovedSet() *removedSet { return &removedSet{ids: map[int64]time.Time{}} }
+
+func (r *removedSet) add(id int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	for k, at := range r.ids {
+		if now.Sub(at) > removedTTL {
+			delete(r.ids, k)
+		}
+	}
+	r.ids[id] = now
+}
+
+// dispatchedBefore reports whether the monitor was removed after a check
+// dispatched at dispatched: a monitor resumed since then has newer checks,
+// and those run.
+func (r *removedSet) dispatchedBefore(id int64, dispatched time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	at, ok := r.ids[id]
+	return ok && dispatched.Before(at)
+}

@@ -1,0 +1,221 @@
+// Package results stores check outcomes: it consumes RESULTS in batches,
+// writes each batch in one statement (result rows, monitor state and the
+// next slot), and acks only after the write committed.
+package results
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"upwatch.dev/shared/queue"
+	"upwatch.dev/shared/store"
+)
+
+// Config tunes the results service.
+type Config struct {
+	// BatchSize is the most outcomes written by one statement.
+	BatchSize int
+	// BatchWait is the longest a batch waits to fill.
+	BatchWait time.Duration
+	// Retention is how long result rows are kept; whole daily partitions
+	// older than this are dropped.
+	Retention time.Duration
+}
+
+// DefaultConfig writes up to 500 outcomes or every 250 ms, and keeps 30 days.
+func DefaultConfig() Config {
+	return Config{BatchSize: 500, BatchWait: 250 * time.Millisecond, Retention: 30 * 24 * time.Hour}
+}
+
+// Store is what the results service needs from the database.
+type Store interface {
+	WriteResults(ctx context.Context, results []queue.Result) (store.WriteStats, error)
+	EnsurePartitions(ctx context.Context, from time.Time, days int) error
+	DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]string, error)
+}
+
+// Service stores outcomes.
+type Service struct {
+	cfg     Config
+	st      Store
+	js      jetstream.JetStream
+	logger  *slog.Logger
+	metrics metrics
+}
+
+type metrics struct {
+	outcomes   *prometheus.CounterVec
+	batchSize  prometheus.Histogram
+	writeTime  prometheus.Histogram
+	dueToStore prometheus.Histogram
+	writeErrs  prometheus.Counter
+}
+
+// New builds the service.
+func New(cfg Config, st Store, js jetstream.JetStream, logger *slog.Logger, reg prometheus.Registerer) *Service {
+	m := metrics{
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "upwatch_results_outcomes_total",
+			Help: "Outcomes received, by what became of them: stored, duplicate (already stored), discarded (monitor deleted or paused), malformed.",
+		}, []string{"result"}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "upwatch_results_batch_size", Help: "Outcomes written per batch.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}),
+		writeTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "upwatch_results_write_seconds", Help: "Time to write one batch.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		dueToStore: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "upwatch_results_due_to_stored_seconds", Help: "From a slot's due time to its outcome being stored.",
+			Buckets: []float64{.05, .1, .25, .5, .75, 1, 1.5, 2, 3, 5, 10, 30, 60, 120, 300},
+		}),
+		writeErrs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "upwatch_results_write_errors_total", Help: "Batches that failed to write and were retried.",
+		}),
+	}
+	reg.MustRegister(m.outcomes, m.batchSize, m.writeTime, m.dueToStore, m.writeErrs)
+	return &Service{cfg: cfg, st: st, js: js, logger: logger, metrics: m}
+}
+
+// Run consumes outcomes until ctx is cancelled; the batch being written
+// when it is finishes first.
+func (s *Service) Run(ctx context.Context) error {
+	s.logger.Info("results service started", "batch", s.cfg.BatchSize, "wait", s.cfg.BatchWait)
+	var wg sync.WaitGroup
+	wg.Go(func() { s.maintainPartitions(ctx) })
+	defer wg.Wait()
+	for ctx.Err() == nil {
+		if err := s.consume(ctx); err != nil && ctx.Err() == nil {
+			s.logger.Warn("consuming results failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Service) consume(ctx context.Context) error {
+	setupCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	cons, err := s.js.CreateOrUpdateConsumer(setupCtx, queue.ResultsStream, queue.ResultsConsumerConfig(4*s.cfg.BatchSize))
+	cancel()
+	if err != nil {
+		return fmt.Errorf("create consumer %s: %w", queue.ResultsConsumer, err)
+	}
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(s.cfg.BatchSize, jetstream.FetchMaxWait(s.cfg.BatchWait))
+		if err != nil {
+			return fmt.Errorf("fetch results: %w", err)
+		}
+		var msgs []jetstream.Msg
+		for msg := range batch.Messages() {
+			msgs = append(msgs, msg)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+			s.logger.Debug("fetch results", "err", err)
+		}
+		if len(msgs) > 0 {
+			s.store(ctx, msgs)
+		}
+	}
+	return nil
+}
+
+// store writes one batch and acks it, retrying the write until it succeeds
+// or the service stops; unacked outcomes come back after AckWait.
+func (s *Service) store(ctx context.Context, msgs []jetstream.Msg) {
+	results := make([]queue.Result, 0, len(msgs))
+	keep := msgs[:0]
+	for _, msg := range msgs {
+		var r queue.Result
+		err := json.Unmarshal(msg.Data(), &r)
+		if err == nil {
+			err = r.Validate()
+		}
+		if err != nil {
+			s.logger.Error("malformed result message; terminating it", "subject", msg.Subject(), "err", err)
+			s.metrics.outcomes.WithLabelValues("malformed").Inc()
+			_ = msg.Term()
+			continue
+		}
+		results = append(results, r)
+		keep = append(keep, msg)
+	}
+	if len(results) == 0 {
+		return
+	}
+	writeCtx := context.WithoutCancel(ctx)
+	for attempt := 0; ; attempt++ {
+		start := time.Now()
+		stats, err := s.st.WriteResults(writeCtx, results)
+		if err == nil {
+			stored := time.Now()
+			s.metrics.writeTime.Observe(stored.Sub(start).Seconds())
+			s.metrics.batchSize.Observe(float64(len(results)))
+			s.metrics.outcomes.WithLabelValues("stored").Add(float64(stats.Stored))
+			s.metrics.outcomes.WithLabelValues("duplicate").Add(float64(stats.Duplicates))
+			s.metrics.outcomes.WithLabelValues("discarded").Add(float64(stats.Discarded))
+			for _, r := range results {
+				s.metrics.dueToStore.Observe(stored.Sub(r.DueAt).Seconds())
+			}
+			break
+		}
+		s.metrics.writeErrs.Inc()
+		wait := min(time.Duration(attempt+1)*500*time.Millisecond, 5*time.Second)
+		s.logger.Warn("write results failed; retrying", "batch", len(results), "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			// Stopping without a write: hand the batch back at once.
+			for _, msg := range keep {
+				_ = msg.Nak()
+			}
+			return
+		case <-time.After(wait):
+		}
+		// Keep the batch alive in JetStream while the database is away.
+		for _, msg := range keep {
+			_ = msg.InProgress()
+		}
+	}
+	for _, msg := range keep {
+		if err := msg.Ack(); err != nil {
+			s.logger.Warn("ack result", "subject", msg.Subject(), "err", err)
+		}
+	}
+}
+
+// maintainPartitions keeps daily result partitions made a week ahead and
+// drops the ones past retention, hourly.
+func (s *Service) maintainPartitions(ctx context.Context) {
+	for {
+		now := time.Now()
+		if err := s.st.EnsurePartitions(ctx, now.Add(-24*time.Hour), 7); err != nil && ctx.Err() == nil {
+			s.logger.Warn("create result partitions", "err", err)
+		}
+		if s.cfg.Retention > 0 {
+			dropped, err := s.st.DropPartitionsBefore(ctx, now.Add(-s.cfg.Retention))
+			if err != nil && ctx.Err() == nil {
+				s.logger.Warn("drop old result partitions", "err", err)
+			}
+			if len(dropped) > 0 {
+				s.logger.Info("dropped result partitions past retention", "partitions", dropped)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Hour):
+		}
+	}
+}
