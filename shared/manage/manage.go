@@ -27,7 +27,7 @@ const RemovedSubject = "upwatch.monitors.removed"
 // Manager changes monitors.
 type Manager struct {
 	st     *store.Store
-	nc     *nats.Conn         // nil: no queue clean-up (the queue is not reachable)
+	nc     *nats.Conn          // nil: no queue clean-up (the queue is not reachable)
 	js     jetstream.JetStream // nil with nc
 	logger *slog.Logger
 }
