@@ -202,5 +202,3 @@ func TestPipeline(t *testing.T) {
 		require.Zero(t, tg.hitsOf("/doomed"))
 	})
 }
-
-
