@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"syscall"
 	"time"
@@ -182,9 +183,9 @@ func describe(err error) string {
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
 	}
-	var urlErr interface{ Unwrap() error }
-	if errors.As(err, &urlErr) && urlErr.Unwrap() != nil {
-		return urlErr.Unwrap().Error()
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) {
+		return urlErr.Err.Error()
 	}
 	return err.Error()
 }
