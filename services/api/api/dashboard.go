@@ -1,0 +1,170 @@
+package api
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"upwatch.dev/shared/store"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+// dashboardResults is how many outcomes a monitor's page shows.
+const dashboardResults = 50
+
+// parsePages parses the embedded templates. They are part of the binary,
+// so a parse failure is a build defect and panics at start-up (the tests
+// render every page).
+func parsePages() *template.Template {
+	funcs := template.FuncMap{
+		"when":     when,
+		"ago":      ago,
+		"duration": humanDuration,
+		"ms":       millis,
+		"deref":    derefString,
+		"status":   statusCode,
+	}
+	return template.Must(template.New("pages").Funcs(funcs).ParseFS(templateFS, "templates/*.html"))
+}
+
+type dashboardData struct {
+	Monitors []store.Monitor
+	Now      time.Time
+}
+
+type monitorPageData struct {
+	Monitor store.Monitor
+	Results []store.CheckResult
+	Now     time.Time
+}
+
+func (s *server) dashboard(w http.ResponseWriter, r *http.Request) {
+	ms, err := s.st.ListMonitors(r.Context())
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
+	s.render(w, r, "index.html", dashboardData{Monitors: ms, Now: time.Now()})
+}
+
+func (s *server) monitorPage(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id < 1 {
+		http.NotFound(w, r)
+		return
+	}
+	m, err := s.st.GetMonitor(r.Context(), id)
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
+	rs, err := s.st.ListResults(r.Context(), id, dashboardResults)
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
+	s.render(w, r, "monitor.html", monitorPageData{Monitor: m, Results: rs, Now: time.Now()})
+}
+
+// render executes into a buffer first so a template error becomes a clean
+// 500 instead of half a page.
+func (s *server) render(w http.ResponseWriter, r *http.Request, name string, data any) {
+	var buf bytes.Buffer
+	if err := s.pages.ExecuteTemplate(&buf, name, data); err != nil {
+		s.pageError(w, r, fmt.Errorf("render %s: %w", name, err))
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_, _ = buf.WriteTo(w)
+}
+
+func (s *server) pageError(w http.ResponseWriter, r *http.Request, err error) {
+	if isNotFound(err) {
+		http.NotFound(w, r)
+		return
+	}
+	s.logger.Error("page failed", "path", r.URL.Path, "err", err)
+	http.Error(w, "internal error", http.StatusInternalServerError)
+}
+
+func isNotFound(err error) bool {
+	return err != nil && errors.Is(err, store.ErrNotFound)
+}
+
+const timeLayout = "2006-01-02 15:04:05 UTC"
+
+// when formats a time or an optional time; "—" stands for none.
+func when(v any) string {
+	switch t := v.(type) {
+	case time.Time:
+		return t.UTC().Format(timeLayout)
+	case *time.Time:
+		if t != nil {
+			return t.UTC().Format(timeLayout)
+		}
+	}
+	return "—"
+}
+
+// ago says how long before now t was, coarsely: a dashboard reader wants
+// "12s ago", not a timestamp to subtract in their head.
+func ago(now time.Time, t *time.Time) string {
+	if t == nil {
+		return "never"
+	}
+	d := now.Sub(*t)
+	if d < 0 {
+		d = 0
+	}
+	return humanDuration(d.Truncate(time.Second)) + " ago"
+}
+
+// humanDuration drops the zero units time.Duration.String keeps ("5m"
+// rather than "5m0s").
+func humanDuration(d time.Duration) string {
+	if d == 0 {
+		return "0s"
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+func millis(v any) string {
+	switch f := v.(type) {
+	case float64:
+		return strconv.FormatFloat(f, 'f', 1, 64) + " ms"
+	case *float64:
+		if f != nil {
+			return strconv.FormatFloat(*f, 'f', 1, 64) + " ms"
+		}
+	}
+	return "—"
+}
+
+func derefString(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func statusCode(c *int) string {
+	if c == nil {
+		return "—"
+	}
+	return strconv.Itoa(*c)
+}
