@@ -51,7 +51,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, defaultHTTP string) {
 	fs.StringVar(&c.NATSURL, "nats-url", Env("NATS_URL", nats.DefaultURL), "NATS server URL(s), comma separated (env NATS_URL)")
 	fs.StringVar(&c.DatabaseURL, "database-url", Env("DATABASE_URL", ""), "PostgreSQL connection URL (env DATABASE_URL)")
 	fs.StringVar(&c.Region, "region", Env("REGION", "default"), "region this service serves (env REGION)")
-	fs.StringVar(&c.HTTPAddr, "http-addr", Env("HTTP_ADDR", defaultHTTP), "address for /healthz and /metrics (env HTTP_ADDR)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", Env("HTTP_ADDR", defaultHTTP), "address for /healthz and /metrics, and for upwatch-api the API and dashboard too (env HTTP_ADDR)")
 	fs.StringVar(&c.LogLevel, "log-level", Env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", Env("LOG_FORMAT", "text"), "text or json (env LOG_FORMAT)")
 	c.Streams.RegisterFlags(fs, Env)
