@@ -57,6 +57,9 @@ type Spec struct {
 	Region   string
 	Interval time.Duration
 	Timeout  time.Duration
+	// RetryInterval is how often a failing monitor is re-checked; its
+	// normal interval when zero.
+	RetryInterval time.Duration
 	Enabled  bool
 	Settings Settings
 }
@@ -111,6 +114,15 @@ func (s *Spec) Normalize() error {
 		verr.add("interval_seconds", "must be at most %d", int(MaxInterval/time.Second))
 	case s.Interval%time.Second != 0:
 		verr.add("interval_seconds", "must be a whole number of seconds")
+	}
+	switch {
+	case s.RetryInterval == 0:
+	case s.RetryInterval < time.Second:
+		verr.add("retry_interval_seconds", "must be at least 1")
+	case s.RetryInterval > MaxInterval:
+		verr.add("retry_interval_seconds", "must be at most %d", int(MaxInterval/time.Second))
+	case s.RetryInterval%time.Second != 0:
+		verr.add("retry_interval_seconds", "must be a whole number of seconds")
 	}
 	if s.Timeout == 0 {
 		s.Timeout = min(defaultTimeout, max(s.Interval, time.Second))

@@ -22,15 +22,34 @@ import (
 const (
 	ChecksStream  = "CHECKS"
 	ResultsStream = "RESULTS"
+	// AdvisoriesStream keeps JetStream's max-deliveries advisories for
+	// CHECKS, which are otherwise core NATS messages lost when nobody
+	// listens: each names a message that would block its subject.
+	AdvisoriesStream = "CHECK_ADVISORIES"
 )
+
+// AdvisoriesConsumer is the durable consumer the results services share
+// to clear checks that ran out of deliveries.
+const AdvisoriesConsumer = "results-advisories"
+
+// maxDeliveriesSubjects match the max-deliveries advisories of every
+// consumer of CHECKS.
+const maxDeliveriesSubjects = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + ChecksStream + ".*"
+
+// FailureSubject carries reports of checks that failed to run (a malformed
+// message); the results service records them.
+const FailureSubject = "results.failed"
 
 // Lanes split a region's checks by urgency.
 const (
+	// LanePriority carries manual checks and re-checks of failing
+	// monitors; checkers drain it before the scheduled lane.
+	LanePriority  = "priority"
 	LaneScheduled = "scheduled"
 )
 
-// Lanes lists every lane.
-var Lanes = []string{LaneScheduled}
+// Lanes lists every lane, the one drained first first.
+var Lanes = []string{LanePriority, LaneScheduled}
 
 // ResultsConsumer is the durable consumer shared by every results service.
 const ResultsConsumer = "results"
@@ -110,9 +129,42 @@ func ResultsConfig(o Options) jetstream.StreamConfig {
 	}
 }
 
-// Ensure creates or updates both streams.
+// AdvisoriesConfig captures the max-deliveries advisories of CHECKS.
+func AdvisoriesConfig(o Options) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        AdvisoriesStream,
+		Description: "max-deliveries advisories of CHECKS, kept until the results service clears the check",
+		Subjects:    []string{maxDeliveriesSubjects},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		MaxAge:      24 * time.Hour,
+	}
+}
+
+// AdvisoriesConsumerConfig is the consumer of AdvisoriesStream.
+func AdvisoriesConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       AdvisoriesConsumer,
+		Description:   "results services: clear and record checks that ran out of deliveries",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
+
+// MaxDeliveriesAdvisory is JetStream's advisory that a message ran out of
+// deliveries; only the fields upwatch reads.
+type MaxDeliveriesAdvisory struct {
+	Stream     string `json:"stream"`
+	Consumer   string `json:"consumer"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries uint64 `json:"deliveries"`
+}
+
+// Ensure creates or updates the streams.
 func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
-	for _, cfg := range []jetstream.StreamConfig{ChecksConfig(o), ResultsConfig(o)} {
+	for _, cfg := range []jetstream.StreamConfig{ChecksConfig(o), ResultsConfig(o), AdvisoriesConfig(o)} {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("create or update stream %s: %w", cfg.Name, err)
 		}
@@ -142,15 +194,23 @@ func CheckerConsumer(region, lane string) string {
 	return "checker-" + region + "-" + lane
 }
 
-// CheckerConsumerConfig is the consumer every checker of a region and lane shares.
-func CheckerConsumerConfig(region, lane string, ackWait time.Duration, maxAckPending int) jetstream.ConsumerConfig {
+// CheckerConsumerConfig is the consumer every checker of a region and lane
+// shares. A check whose checker vanished is redelivered after ackWait, the
+// next time after twice that; after maxDeliver deliveries JetStream gives
+// up and its advisory lets the results service clear and record the slot.
+func CheckerConsumerConfig(region, lane string, ackWait time.Duration, maxDeliver, maxAckPending int) jetstream.ConsumerConfig {
+	backoff := []time.Duration{ackWait}
+	if maxDeliver > 1 {
+		backoff = append(backoff, 2*ackWait)
+	}
 	return jetstream.ConsumerConfig{
 		Durable:       CheckerConsumer(region, lane),
 		Description:   "checkers of region " + region + ", lane " + lane,
 		FilterSubject: "checks." + region + "." + lane + ".>",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       ackWait,
-		MaxDeliver:    3,
+		BackOff:       backoff,
+		MaxDeliver:    maxDeliver,
 		MaxAckPending: maxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
@@ -180,6 +240,11 @@ func CheckMsgID(monitorID int64, region string, dueAt time.Time, attempt int) st
 	return id
 }
 
+// ManualCheckMsgID is the Nats-Msg-Id of a manual check requested at at.
+func ManualCheckMsgID(monitorID int64, region string, at time.Time) string {
+	return strconv.FormatInt(monitorID, 10) + "-" + region + "-m" + strconv.FormatInt(at.UnixMilli(), 10)
+}
+
 // ResultMsgID dedups re-published outcomes of the same slot.
 func ResultMsgID(monitorID int64, region string, dueAt time.Time) string {
 	return strconv.FormatInt(monitorID, 10) + "-" + region + "-" + strconv.FormatInt(dueAt.Unix(), 10)
@@ -198,6 +263,9 @@ type Check struct {
 	DueAt        time.Time        `json:"due_at"`
 	Attempt      int              `json:"attempt"`
 	DispatchedAt time.Time        `json:"dispatched_at"`
+	// Manual marks a check someone asked for; its outcome does not move
+	// the schedule.
+	Manual bool `json:"manual,omitempty"`
 }
 
 // Timeout is the check's time limit.
@@ -230,6 +298,7 @@ type Result struct {
 	LatencyMS  float64   `json:"latency_ms"`
 	StatusCode int       `json:"status_code,omitempty"`
 	Error      string    `json:"error,omitempty"`
+	Manual     bool      `json:"manual,omitempty"`
 }
 
 // Validate refuses an outcome that cannot be stored.
@@ -248,6 +317,19 @@ func (r *Result) Validate() error {
 // errCodeStoreFailed is JetStream's JSStreamStoreFailedF: storing a message
 // failed, for any of several reasons named only in the description.
 const errCodeStoreFailed jetstream.ErrorCode = 10077
+
+// Failure reports a check message that could not be run.
+type Failure struct {
+	Stream  string `json:"stream"`
+	Subject string `json:"subject"`
+	Seq     uint64 `json:"seq"`
+	Reason  string `json:"reason"`
+	Data    []byte `json:"data,omitempty"`
+	// The slot, when the message said which.
+	MonitorID int64     `json:"monitor_id,omitempty"`
+	Region    string    `json:"region,omitempty"`
+	DueAt     time.Time `json:"due_at,omitzero"`
+}
 
 // IsAlreadyPending reports whether a publish to CHECKS was refused because
 // the subject already holds a pending message. JetStream gives the same code

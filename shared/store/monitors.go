@@ -27,7 +27,10 @@ type Monitor struct {
 	DueAt          time.Time
 	NextCheckAt    time.Time
 	Attempt        int
-	State          string
+	// Lane is the lane of the next dispatch: priority while failing.
+	Lane             string
+	CheckRequestedAt *time.Time
+	State            string
 	StateChangedAt *time.Time
 	LastDueAt      *time.Time
 	LastCheckedAt  *time.Time
@@ -38,15 +41,21 @@ type Monitor struct {
 
 const monitorColumns = `id, name, kind, target, settings, region, interval_seconds, timeout_ms, enabled,
 	created_at, updated_at, due_at, next_check_at, attempt, state, state_changed_at,
-	last_due_at, last_checked_at, last_latency_ms, last_status_code, last_error`
+	last_due_at, last_checked_at, last_latency_ms, last_status_code, last_error,
+	retry_interval_seconds, lane, check_requested_at`
 
 func scanMonitor(row pgx.Row) (Monitor, error) {
 	var m Monitor
 	var intervalSec, timeoutMS int64
+	var retrySec *int64
 	err := row.Scan(&m.ID, &m.Name, &m.Kind, &m.Target, &m.Settings, &m.Region, &intervalSec, &timeoutMS, &m.Enabled,
 		&m.CreatedAt, &m.UpdatedAt, &m.DueAt, &m.NextCheckAt, &m.Attempt, &m.State, &m.StateChangedAt,
-		&m.LastDueAt, &m.LastCheckedAt, &m.LastLatencyMS, &m.LastStatusCode, &m.LastError)
+		&m.LastDueAt, &m.LastCheckedAt, &m.LastLatencyMS, &m.LastStatusCode, &m.LastError,
+		&retrySec, &m.Lane, &m.CheckRequestedAt)
 	m.Interval = time.Duration(intervalSec) * time.Second
+	if retrySec != nil {
+		m.RetryInterval = time.Duration(*retrySec) * time.Second
+	}
 	m.Timeout = time.Duration(timeoutMS) * time.Millisecond
 	return m, err
 }
@@ -60,11 +69,12 @@ func nameConflict(err error) bool {
 // normalized.
 func (s *Store) CreateMonitor(ctx context.Context, spec monitor.Spec) (Monitor, error) {
 	row := s.pool.QueryRow(ctx, `
-		INSERT INTO monitors (name, kind, target, settings, region, interval_seconds, timeout_ms, enabled, due_at, next_check_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), now())
+		INSERT INTO monitors (name, kind, target, settings, region, interval_seconds, timeout_ms, enabled,
+			retry_interval_seconds, due_at, next_check_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), now())
 		RETURNING `+monitorColumns,
 		spec.Name, spec.Kind, spec.Target, spec.Settings, spec.Region,
-		int64(spec.Interval/time.Second), spec.Timeout.Milliseconds(), spec.Enabled)
+		int64(spec.Interval/time.Second), spec.Timeout.Milliseconds(), spec.Enabled, retrySeconds(spec))
 	m, err := scanMonitor(row)
 	if nameConflict(err) {
 		return Monitor{}, fmt.Errorf("create monitor %q: %w", spec.Name, ErrNameTaken)
@@ -86,11 +96,12 @@ func (s *Store) UpsertMonitor(ctx context.Context, spec monitor.Spec) (Monitor, 
 		if errors.Is(err, pgx.ErrNoRows) {
 			created = true
 			m, err = scanMonitor(tx.QueryRow(ctx, `
-				INSERT INTO monitors (name, kind, target, settings, region, interval_seconds, timeout_ms, enabled, due_at, next_check_at)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), now())
+				INSERT INTO monitors (name, kind, target, settings, region, interval_seconds, timeout_ms, enabled,
+					retry_interval_seconds, due_at, next_check_at)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), now())
 				RETURNING `+monitorColumns,
 				spec.Name, spec.Kind, spec.Target, spec.Settings, spec.Region,
-				int64(spec.Interval/time.Second), spec.Timeout.Milliseconds(), spec.Enabled))
+				int64(spec.Interval/time.Second), spec.Timeout.Milliseconds(), spec.Enabled, retrySeconds(spec)))
 			return err
 		}
 		if err != nil {
@@ -110,14 +121,46 @@ func (s *Store) UpsertMonitor(ctx context.Context, spec monitor.Spec) (Monitor, 
 func updateMonitor(ctx context.Context, tx pgx.Tx, id int64, spec monitor.Spec) (Monitor, error) {
 	return scanMonitor(tx.QueryRow(ctx, `
 		UPDATE monitors SET name = $2, kind = $3, target = $4, settings = $5, region = $6,
-			interval_seconds = $7, timeout_ms = $8, enabled = $9, updated_at = now(),
+			interval_seconds = $7, timeout_ms = $8, enabled = $9, retry_interval_seconds = $10, updated_at = now(),
 			due_at        = CASE WHEN $9 AND NOT enabled THEN now() ELSE due_at END,
 			next_check_at = CASE WHEN $9 AND NOT enabled THEN now() ELSE next_check_at END,
-			attempt       = CASE WHEN $9 AND NOT enabled THEN 0 ELSE attempt END
+			attempt       = CASE WHEN $9 AND NOT enabled THEN 0 ELSE attempt END,
+			check_requested_at = CASE WHEN $9 THEN check_requested_at END
 		WHERE id = $1
 		RETURNING `+monitorColumns,
 		id, spec.Name, spec.Kind, spec.Target, spec.Settings, spec.Region,
-		int64(spec.Interval/time.Second), spec.Timeout.Milliseconds(), spec.Enabled))
+		int64(spec.Interval/time.Second), spec.Timeout.Milliseconds(), spec.Enabled, retrySeconds(spec)))
+}
+
+func retrySeconds(spec monitor.Spec) *int64 {
+	if spec.RetryInterval <= 0 {
+		return nil
+	}
+	s := int64(spec.RetryInterval / time.Second)
+	return &s
+}
+
+// ErrPaused means the monitor is paused, so it cannot be checked.
+var ErrPaused = errors.New("monitor is paused")
+
+// RequestCheck asks for a manual check of a monitor. The ticker dispatches
+// it on the priority lane at its next tick. It returns when the request was
+// made (an earlier request still waiting is kept).
+func (s *Store) RequestCheck(ctx context.Context, id int64) (time.Time, error) {
+	var at *time.Time
+	var enabled bool
+	err := s.pool.QueryRow(ctx, `
+		UPDATE monitors SET check_requested_at = CASE WHEN enabled THEN coalesce(check_requested_at, now()) END
+		WHERE id = $1 RETURNING check_requested_at, enabled`, id).Scan(&at, &enabled)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return time.Time{}, fmt.Errorf("request check of monitor %d: %w", id, ErrNotFound)
+	case err != nil:
+		return time.Time{}, fmt.Errorf("request check of monitor %d: %w", id, err)
+	case !enabled || at == nil:
+		return time.Time{}, fmt.Errorf("request check of monitor %d: %w", id, ErrPaused)
+	}
+	return *at, nil
 }
 
 // UpdateMonitor loads a monitor, lets change edit its spec and stores the
@@ -238,12 +281,13 @@ type CheckResult struct {
 	LatencyMS  float64
 	StatusCode *int
 	Error      string
+	Manual     bool
 }
 
 // ListResults returns a monitor's newest outcomes first.
 func (s *Store) ListResults(ctx context.Context, monitorID int64, limit int) ([]CheckResult, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT monitor_id, due_at, region, attempt, started_at, checked_at, up, latency_ms, status_code, error
+		SELECT monitor_id, due_at, region, attempt, started_at, checked_at, up, latency_ms, status_code, error, manual
 		FROM check_results WHERE monitor_id = $1 ORDER BY due_at DESC LIMIT $2`, monitorID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list results of monitor %d: %w", monitorID, err)
@@ -251,7 +295,7 @@ func (s *Store) ListResults(ctx context.Context, monitorID int64, limit int) ([]
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (CheckResult, error) {
 		var r CheckResult
 		err := row.Scan(&r.MonitorID, &r.DueAt, &r.Region, &r.Attempt, &r.StartedAt, &r.CheckedAt,
-			&r.Up, &r.LatencyMS, &r.StatusCode, &r.Error)
+			&r.Up, &r.LatencyMS, &r.StatusCode, &r.Error, &r.Manual)
 		return r, err
 	})
 	if err != nil {

@@ -26,6 +26,11 @@ type Claimed struct {
 	// Coalesced counts earlier slots folded into this one because they were
 	// missed (recorded in skipped_slots).
 	Coalesced int
+	// Lane is where the check goes: priority for a failing monitor's
+	// re-check or a manual check.
+	Lane string
+	// Manual marks a check someone asked for.
+	Manual bool
 }
 
 // Lease is how long a dispatch may stay without an outcome before the
@@ -65,17 +70,18 @@ WITH due AS (
 	FROM due
 	WHERE m.id = due.id
 	RETURNING m.id, m.kind, m.target, m.settings, m.timeout_ms, m.interval_seconds, m.due_at, m.attempt,
-		due.prev_due_at, due.prev_attempt
+		m.lane, due.prev_due_at, due.prev_attempt
 ), skipped AS (
-	INSERT INTO skipped_slots (monitor_id, region, due_at, slots, reason)
+	INSERT INTO skipped_slots (monitor_id, region, due_at, slots, reason, failed)
 	SELECT id, $1, prev_due_at,
 		round(extract(epoch FROM due_at - prev_due_at) / interval_seconds)::int,
-		CASE WHEN prev_attempt > 0 THEN 'no outcome before lease expired' ELSE 'coalesced' END
+		CASE WHEN prev_attempt > 0 THEN 'no outcome before lease expired' ELSE 'coalesced' END,
+		prev_attempt > 0
 	FROM claimed WHERE due_at > prev_due_at
 	ON CONFLICT (monitor_id, due_at, reason) DO NOTHING
 )
 SELECT id, kind, target, settings, timeout_ms, due_at, attempt,
-	round(extract(epoch FROM due_at - prev_due_at) / interval_seconds)::int
+	round(extract(epoch FROM due_at - prev_due_at) / interval_seconds)::int, lane
 FROM claimed`
 
 // ClaimDue claims up to limit due monitors of a region for dispatch.
@@ -86,7 +92,7 @@ func (s *Store) ClaimDue(ctx context.Context, region string, limit int, minLease
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Claimed, error) {
 		var c Claimed
-		err := row.Scan(&c.ID, &c.Kind, &c.Target, &c.Settings, &c.TimeoutMS, &c.DueAt, &c.Attempt, &c.Coalesced)
+		err := row.Scan(&c.ID, &c.Kind, &c.Target, &c.Settings, &c.TimeoutMS, &c.DueAt, &c.Attempt, &c.Coalesced, &c.Lane)
 		c.Lease = Lease(minLease, c.TimeoutMS)
 		return c, err
 	})
@@ -94,6 +100,105 @@ func (s *Store) ClaimDue(ctx context.Context, region string, limit int, minLease
 		return nil, fmt.Errorf("claim due monitors: %w", err)
 	}
 	return out, nil
+}
+
+// ClaimManual claims up to limit waiting manual checks of a region. DueAt
+// of each is when the check was asked for.
+func (s *Store) ClaimManual(ctx context.Context, region string, limit int, minLease time.Duration) ([]Claimed, error) {
+	rows, err := s.pool.Query(ctx, `
+		WITH req AS (
+			SELECT id, check_requested_at FROM monitors
+			WHERE region = $1 AND check_requested_at IS NOT NULL AND enabled
+			ORDER BY check_requested_at
+			LIMIT $2
+			FOR UPDATE SKIP LOCKED
+		)
+		UPDATE monitors m SET check_requested_at = NULL
+		FROM req WHERE m.id = req.id
+		RETURNING m.id, m.kind, m.target, m.settings, m.timeout_ms, req.check_requested_at`, region, limit)
+	if err != nil {
+		return nil, fmt.Errorf("claim manual checks: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Claimed, error) {
+		c := Claimed{Attempt: 1, Lane: queue.LanePriority, Manual: true}
+		err := row.Scan(&c.ID, &c.Kind, &c.Target, &c.Settings, &c.TimeoutMS, &c.DueAt)
+		c.Lease = Lease(minLease, c.TimeoutMS)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim manual checks: %w", err)
+	}
+	return out, nil
+}
+
+// UnclaimManual puts back manual checks whose message was not stored.
+func (s *Store) UnclaimManual(ctx context.Context, claimed []Claimed) error {
+	if len(claimed) == 0 {
+		return nil
+	}
+	ids := make([]int64, len(claimed))
+	ats := make([]time.Time, len(claimed))
+	for i, c := range claimed {
+		ids[i], ats[i] = c.ID, c.DueAt
+	}
+	_, err := s.pool.Exec(ctx, `
+		UPDATE monitors m SET check_requested_at = coalesce(m.check_requested_at, u.at)
+		FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, at)
+		WHERE m.id = u.id AND m.id = ANY($1)`, ids, ats)
+	if err != nil {
+		return fmt.Errorf("put back %d manual checks: %w", len(claimed), err)
+	}
+	return nil
+}
+
+// Failure is a slot that was dispatched but produced no outcome.
+type Failure struct {
+	MonitorID int64
+	Region    string
+	DueAt     time.Time
+	Reason    string
+}
+
+// RecordFailures records failed slots; recording one twice is a no-op.
+func (s *Store) RecordFailures(ctx context.Context, failures []Failure) error {
+	if len(failures) == 0 {
+		return nil
+	}
+	ids := make([]int64, len(failures))
+	regions := make([]string, len(failures))
+	dues := make([]time.Time, len(failures))
+	reasons := make([]string, len(failures))
+	for i, f := range failures {
+		ids[i], regions[i], dues[i], reasons[i] = f.MonitorID, f.Region, f.DueAt, f.Reason
+	}
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO skipped_slots (monitor_id, region, due_at, reason, failed)
+		SELECT id, region, due_at, reason, true
+		FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::text[]) AS f(id, region, due_at, reason)
+		ON CONFLICT (monitor_id, due_at, reason) DO NOTHING`, ids, regions, dues, reasons)
+	if err != nil {
+		return fmt.Errorf("record %d failed slots: %w", len(failures), err)
+	}
+	return nil
+}
+
+// BadMessage is a message that could not be understood.
+type BadMessage struct {
+	Stream  string
+	Subject string
+	Seq     uint64
+	Reason  string
+	Data    []byte
+}
+
+// RecordBadMessage keeps a malformed message and why it was refused.
+func (s *Store) RecordBadMessage(ctx context.Context, m BadMessage) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO bad_messages (stream, subject, seq, reason, data) VALUES ($1, $2, $3, $4, $5)`,
+		m.Stream, m.Subject, int64(m.Seq), m.Reason, m.Data)
+	if err != nil {
+		return fmt.Errorf("record bad message from %s: %w", m.Stream, err)
+	}
+	return nil
 }
 
 // Unclaim hands claimed monitors back so the next tick claims them again,
@@ -124,43 +229,61 @@ type WriteStats struct {
 }
 
 // writeResultsSQL stores a batch of outcomes in one statement, and so in
-// one transaction and one round trip: new result rows (a redelivered outcome
-// hits the primary key and is dropped), each monitor's latest state and its
-// next slot (due_at + interval: a fixed cadence that the check's duration
-// does not push), and a skip record for outcomes of monitors that were
-// deleted or paused while their check was in flight.
+// one transaction and one round trip:
+//   - new result rows (a redelivered outcome hits the primary key and is
+//     dropped);
+//   - each monitor's latest state, from its newest outcome;
+//   - its next slot, from its newest scheduled (not manual) outcome: due_at
+//     plus the interval, a fixed cadence that the check's duration does not
+//     push — or plus the retry interval on the priority lane while failing;
+//   - a skip record for outcomes of monitors deleted or paused while their
+//     check was in flight.
 const writeResultsSQL = `
 WITH r AS (
 	SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::int[], $5::timestamptz[],
-		$6::timestamptz[], $7::bool[], $8::float8[], $9::int[], $10::text[])
-	AS r(monitor_id, region, due_at, attempt, started_at, checked_at, up, latency_ms, status_code, error)
+		$6::timestamptz[], $7::bool[], $8::float8[], $9::int[], $10::text[], $11::bool[])
+	AS r(monitor_id, region, due_at, attempt, started_at, checked_at, up, latency_ms, status_code, error, manual)
 ), live AS (
 	SELECT r.* FROM r JOIN monitors m ON m.id = r.monitor_id AND m.enabled
 ), ins AS (
-	INSERT INTO check_results (monitor_id, due_at, region, attempt, started_at, checked_at, up, latency_ms, status_code, error)
-	SELECT monitor_id, due_at, region, attempt, started_at, checked_at, up, latency_ms, nullif(status_code, 0), error
+	INSERT INTO check_results (monitor_id, due_at, region, attempt, started_at, checked_at, up, latency_ms,
+		status_code, error, manual)
+	SELECT monitor_id, due_at, region, attempt, started_at, checked_at, up, latency_ms, nullif(status_code, 0),
+		error, manual
 	FROM live
 	ON CONFLICT (monitor_id, due_at) DO NOTHING
 	RETURNING 1
 ), latest AS (
 	SELECT DISTINCT ON (monitor_id) * FROM live ORDER BY monitor_id, due_at DESC
+), sched AS (
+	SELECT DISTINCT ON (monitor_id) monitor_id, due_at AS sched_due, up AS sched_up
+	FROM live WHERE NOT manual ORDER BY monitor_id, due_at DESC
 ), upd AS (
 	UPDATE monitors m SET
-		state = CASE WHEN l.up THEN 'up' ELSE 'down' END,
-		state_changed_at = CASE WHEN m.state = (CASE WHEN l.up THEN 'up' ELSE 'down' END)
+		state = CASE WHEN NOT l.newer THEN m.state WHEN l.up THEN 'up' ELSE 'down' END,
+		state_changed_at = CASE WHEN NOT l.newer OR m.state = (CASE WHEN l.up THEN 'up' ELSE 'down' END)
 			THEN m.state_changed_at ELSE l.checked_at END,
-		last_due_at = l.due_at,
-		last_checked_at = l.checked_at,
-		last_latency_ms = l.latency_ms,
-		last_status_code = nullif(l.status_code, 0),
-		last_error = nullif(l.error, ''),
-		due_at = CASE WHEN l.due_at >= m.due_at
-			THEN l.due_at + make_interval(secs => m.interval_seconds) ELSE m.due_at END,
-		next_check_at = CASE WHEN l.due_at >= m.due_at
-			THEN l.due_at + make_interval(secs => m.interval_seconds) ELSE m.next_check_at END,
-		attempt = CASE WHEN l.due_at >= m.due_at THEN 0 ELSE m.attempt END
-	FROM latest l
-	WHERE m.id = l.monitor_id AND (m.last_due_at IS NULL OR l.due_at >= m.last_due_at)
+		last_due_at      = CASE WHEN l.newer THEN l.due_at ELSE m.last_due_at END,
+		last_checked_at  = CASE WHEN l.newer THEN l.checked_at ELSE m.last_checked_at END,
+		last_latency_ms  = CASE WHEN l.newer THEN l.latency_ms ELSE m.last_latency_ms END,
+		last_status_code = CASE WHEN l.newer THEN nullif(l.status_code, 0) ELSE m.last_status_code END,
+		last_error       = CASE WHEN l.newer THEN nullif(l.error, '') ELSE m.last_error END,
+		due_at = CASE WHEN l.advance THEN l.sched_due + make_interval(secs =>
+			CASE WHEN l.sched_up THEN m.interval_seconds ELSE coalesce(m.retry_interval_seconds, m.interval_seconds) END)
+			ELSE m.due_at END,
+		next_check_at = CASE WHEN l.advance THEN l.sched_due + make_interval(secs =>
+			CASE WHEN l.sched_up THEN m.interval_seconds ELSE coalesce(m.retry_interval_seconds, m.interval_seconds) END)
+			ELSE m.next_check_at END,
+		attempt = CASE WHEN l.advance THEN 0 ELSE m.attempt END,
+		lane = CASE WHEN NOT l.advance THEN m.lane WHEN l.sched_up THEN 'scheduled' ELSE 'priority' END
+	FROM (
+		SELECT latest.*, s.sched_due, s.sched_up,
+			(m2.last_due_at IS NULL OR latest.due_at >= m2.last_due_at) AS newer,
+			coalesce(s.sched_due >= m2.due_at, false) AS advance
+		FROM latest JOIN monitors m2 ON m2.id = latest.monitor_id
+		LEFT JOIN sched s ON s.monitor_id = latest.monitor_id
+	) l
+	WHERE m.id = l.monitor_id AND (l.newer OR l.advance)
 	RETURNING 1
 ), skip AS (
 	INSERT INTO skipped_slots (monitor_id, region, due_at, reason)
@@ -189,15 +312,16 @@ func (s *Store) WriteResults(ctx context.Context, results []queue.Result) (Write
 		latencies  = make([]float64, n)
 		statusCode = make([]int32, n)
 		errs       = make([]string, n)
+		manual     = make([]bool, n)
 	)
 	for i, r := range results {
 		ids[i], regions[i], dues[i], attempts[i] = r.MonitorID, r.Region, r.DueAt, int32(r.Attempt)
 		starts[i], checks[i], ups[i], latencies[i] = r.StartedAt, r.FinishedAt, r.Up, r.LatencyMS
-		statusCode[i], errs[i] = int32(r.StatusCode), r.Error
+		statusCode[i], errs[i], manual[i] = int32(r.StatusCode), r.Error, r.Manual
 	}
 	var stored, live, discarded int
 	err := s.pool.QueryRow(ctx, writeResultsSQL, ids, regions, dues, attempts, starts, checks, ups,
-		latencies, statusCode, errs).Scan(&stored, &live, &discarded)
+		latencies, statusCode, errs, manual).Scan(&stored, &live, &discarded)
 	if err != nil {
 		return WriteStats{}, fmt.Errorf("write %d results: %w", n, err)
 	}

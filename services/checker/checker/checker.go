@@ -34,15 +34,24 @@ type Config struct {
 	// MaxAckPending caps checks fetched but not yet acked, across every
 	// checker of the region.
 	MaxAckPending int
+	// MaxDeliver is how many times a check is delivered before it is
+	// given up on and its slot recorded as failed.
+	MaxDeliver int
 	// ShutdownTimeout is how long checks in progress may run on after a
 	// stop is asked for; the ones still running then are handed back.
 	ShutdownTimeout time.Duration
 }
 
+// DefaultAckWait is the default check timeout (10 s) plus 5 s to publish
+// the outcome. Checks with longer timeouts send progress signals every
+// AckWait/3 while they run, so AckWait only bounds how soon a check held by
+// a vanished checker comes back.
+const DefaultAckWait = 15 * time.Second
+
 // DefaultConfig runs 200 checks at a time.
 func DefaultConfig() Config {
-	return Config{Region: "default", Concurrency: 200, AckWait: 30 * time.Second, MaxAckPending: 20_000,
-		ShutdownTimeout: 20 * time.Second}
+	return Config{Region: "default", Concurrency: 200, AckWait: DefaultAckWait, MaxAckPending: 20_000,
+		MaxDeliver: 3, ShutdownTimeout: 20 * time.Second}
 }
 
 // Checker runs due checks.
@@ -99,6 +108,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, logger *slog.Logger,
 
 // Run consumes checks until ctx is cancelled, then stops fetching, lets the
 // checks in progress finish within ShutdownTimeout and hands back the rest.
+// Whenever a check can start, a waiting priority check goes first.
 func (c *Checker) Run(ctx context.Context) error {
 	sub, err := c.nc.Subscribe(manage.RemovedSubject, func(m *nats.Msg) {
 		if id, err := strconv.ParseInt(string(m.Data), 10, 64); err == nil {
@@ -110,6 +120,12 @@ func (c *Checker) Run(ctx context.Context) error {
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 
+	priority := make(chan jetstream.Msg)
+	scheduled := make(chan jetstream.Msg)
+	var readers sync.WaitGroup
+	readers.Go(func() { c.readLane(ctx, queue.LanePriority, max(c.cfg.Concurrency/4, 8), priority) })
+	readers.Go(func() { c.readLane(ctx, queue.LaneScheduled, c.cfg.Concurrency, scheduled) })
+
 	// Checks run on their own context: a stop lets them finish, and only
 	// the shutdown deadline cancels them.
 	checkCtx, cancelChecks := context.WithCancel(context.WithoutCancel(ctx))
@@ -119,14 +135,30 @@ func (c *Checker) Run(ctx context.Context) error {
 
 	c.logger.Info("checker started", "region", c.cfg.Region, "concurrency", c.cfg.Concurrency)
 	for ctx.Err() == nil {
-		if err := c.consume(ctx, checkCtx, sem, &wg); err != nil && ctx.Err() == nil {
-			c.logger.Warn("consuming checks failed; retrying", "err", err)
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			continue
+		}
+		var msg jetstream.Msg
+		select {
+		case msg = <-priority:
+		default:
 			select {
+			case msg = <-priority:
+			case msg = <-scheduled:
 			case <-ctx.Done():
-			case <-time.After(time.Second):
+				<-sem
+				continue
 			}
 		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			c.handle(checkCtx, msg)
+		}()
 	}
+	readers.Wait()
 
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -140,20 +172,37 @@ func (c *Checker) Run(ctx context.Context) error {
 	return nil
 }
 
-// consume runs one consumer subscription until ctx ends or it fails.
-func (c *Checker) consume(ctx, checkCtx context.Context, sem chan struct{}, wg *sync.WaitGroup) error {
-	lane := queue.LaneScheduled
+// readLane feeds a lane's checks to out until ctx ends, re-subscribing
+// after failures (NATS restarts, a deleted consumer).
+func (c *Checker) readLane(ctx context.Context, lane string, buffer int, out chan<- jetstream.Msg) {
+	for ctx.Err() == nil {
+		err := c.consume(ctx, lane, buffer, out)
+		if err != nil && ctx.Err() == nil {
+			c.logger.Warn("consuming checks failed; retrying", "lane", lane, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// consume runs one consumer subscription until ctx ends or it fails. On a
+// stop it drains: checks already fetched are handed back at once rather
+// than left to time out.
+func (c *Checker) consume(ctx context.Context, lane string, buffer int, out chan<- jetstream.Msg) error {
+	name := queue.CheckerConsumer(c.cfg.Region, lane)
 	setupCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	cons, err := c.js.CreateOrUpdateConsumer(setupCtx, queue.ChecksStream,
-		queue.CheckerConsumerConfig(c.cfg.Region, lane, c.cfg.AckWait, c.cfg.MaxAckPending))
+		queue.CheckerConsumerConfig(c.cfg.Region, lane, c.cfg.AckWait, c.cfg.MaxDeliver, c.cfg.MaxAckPending))
 	cancel()
 	if err != nil {
-		return fmt.Errorf("create consumer %s: %w", queue.CheckerConsumer(c.cfg.Region, lane), err)
+		return fmt.Errorf("create consumer %s: %w", name, err)
 	}
 	// Fetch about as many as can run: buffered messages age against AckWait.
-	it, err := cons.Messages(jetstream.PullMaxMessages(c.cfg.Concurrency))
+	it, err := cons.Messages(jetstream.PullMaxMessages(buffer))
 	if err != nil {
-		return fmt.Errorf("consume %s: %w", queue.CheckerConsumer(c.cfg.Region, lane), err)
+		return fmt.Errorf("consume %s: %w", name, err)
 	}
 	stop := context.AfterFunc(ctx, it.Drain)
 	defer stop()
@@ -166,24 +215,14 @@ func (c *Checker) consume(ctx, checkCtx context.Context, sem chan struct{}, wg *
 		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
 			return err
 		case err != nil:
-			c.logger.Debug("fetching checks", "err", err)
-			continue
-		}
-		if ctx.Err() != nil {
-			c.handBack(msg)
+			c.logger.Debug("fetching checks", "lane", lane, "err", err)
 			continue
 		}
 		select {
-		case sem <- struct{}{}:
+		case out <- msg:
 		case <-ctx.Done():
 			c.handBack(msg)
-			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			c.handle(checkCtx, msg)
-		}()
 	}
 }
 
@@ -203,13 +242,13 @@ func (c *Checker) terminate(msg jetstream.Msg, reason string) {
 // handle runs one check and reports its outcome.
 func (c *Checker) handle(ctx context.Context, msg jetstream.Msg) {
 	var chk queue.Check
-	if err := json.Unmarshal(msg.Data(), &chk); err != nil {
-		c.logger.Error("malformed check message", "subject", msg.Subject(), "err", err)
-		c.terminate(msg, "malformed")
-		return
+	err := json.Unmarshal(msg.Data(), &chk)
+	if err == nil {
+		err = chk.Validate()
 	}
-	if err := chk.Validate(); err != nil {
-		c.logger.Error("invalid check message", "subject", msg.Subject(), "err", err)
+	if err != nil {
+		c.logger.Error("malformed check message; terminating it", "subject", msg.Subject(), "err", err)
+		c.reportFailure(ctx, msg, chk, "malformed check message: "+err.Error())
 		c.terminate(msg, "malformed")
 		return
 	}
@@ -219,7 +258,11 @@ func (c *Checker) handle(ctx context.Context, msg jetstream.Msg) {
 		c.terminate(msg, "monitor_removed")
 		return
 	}
-	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
+	delivered := uint64(1)
+	if meta, err := msg.Metadata(); err == nil {
+		delivered = meta.NumDelivered
+	}
+	if delivered > 1 {
 		c.metrics.redelivered.Inc()
 	}
 
@@ -262,12 +305,36 @@ func (c *Checker) handle(ctx context.Context, msg jetstream.Msg) {
 	// primary key make the second outcome a no-op.
 	if _, err := c.js.Publish(pubCtx, queue.ResultSubject(chk.MonitorID), data,
 		jetstream.WithMsgID(queue.ResultMsgID(chk.MonitorID, chk.Region, chk.DueAt))); err != nil {
-		c.logger.Warn("publish result failed; handing the check back", "monitor", chk.MonitorID, "err", err)
-		c.handBack(msg)
+		// Try again later, backing off. A check out of deliveries stays
+		// put and its advisory has the results service clear it.
+		wait := min(time.Duration(delivered)*2*time.Second, c.cfg.AckWait)
+		c.logger.Warn("publish result failed; handing the check back", "monitor", chk.MonitorID,
+			"delivery", delivered, "retry_in", wait, "err", err)
+		c.metrics.handedBack.Inc()
+		_ = msg.NakWithDelay(wait)
 		return
 	}
 	if err := msg.Ack(); err != nil {
 		c.logger.Warn("ack check", "monitor", chk.MonitorID, "err", err)
+	}
+}
+
+// reportFailure sends a check that cannot run to the results service, which
+// records it; if even that fails, the message's advisory does the same job.
+func (c *Checker) reportFailure(ctx context.Context, msg jetstream.Msg, chk queue.Check, reason string) {
+	f := queue.Failure{Stream: queue.ChecksStream, Subject: msg.Subject(), Reason: reason, Data: msg.Data(),
+		MonitorID: chk.MonitorID, Region: chk.Region, DueAt: chk.DueAt}
+	if meta, err := msg.Metadata(); err == nil {
+		f.Seq = meta.Sequence.Stream
+	}
+	data, err := json.Marshal(&f)
+	if err != nil {
+		return
+	}
+	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := c.js.Publish(pubCtx, queue.FailureSubject, data); err != nil {
+		c.logger.Warn("report failed check", "subject", msg.Subject(), "err", err)
 	}
 }
 

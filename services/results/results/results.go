@@ -39,6 +39,8 @@ func DefaultConfig() Config {
 // Store is what the results service needs from the database.
 type Store interface {
 	WriteResults(ctx context.Context, results []queue.Result) (store.WriteStats, error)
+	RecordFailures(ctx context.Context, failures []store.Failure) error
+	RecordBadMessage(ctx context.Context, m store.BadMessage) error
 	EnsurePartitions(ctx context.Context, from time.Time, days int) error
 	DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]string, error)
 }
@@ -58,6 +60,7 @@ type metrics struct {
 	writeTime  prometheus.Histogram
 	dueToStore prometheus.Histogram
 	writeErrs  prometheus.Counter
+	failed     *prometheus.CounterVec
 }
 
 // New builds the service.
@@ -83,7 +86,11 @@ func New(cfg Config, st Store, js jetstream.JetStream, logger *slog.Logger, reg 
 			Name: "upwatch_results_write_errors_total", Help: "Batches that failed to write and were retried.",
 		}),
 	}
-	reg.MustRegister(m.outcomes, m.batchSize, m.writeTime, m.dueToStore, m.writeErrs)
+	m.failed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "upwatch_results_failed_slots_total",
+		Help: "Slots recorded as failed: their check ran out of deliveries or could not be read.",
+	}, []string{"reason"})
+	reg.MustRegister(m.outcomes, m.batchSize, m.writeTime, m.dueToStore, m.writeErrs, m.failed)
 	return &Service{cfg: cfg, st: st, js: js, logger: logger, metrics: m}
 }
 
@@ -93,6 +100,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.logger.Info("results service started", "batch", s.cfg.BatchSize, "wait", s.cfg.BatchWait)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.maintainPartitions(ctx) })
+	wg.Go(func() { s.clearExhausted(ctx) })
 	defer wg.Wait()
 	for ctx.Err() == nil {
 		if err := s.consume(ctx); err != nil && ctx.Err() == nil {
@@ -138,6 +146,10 @@ func (s *Service) store(ctx context.Context, msgs []jetstream.Msg) {
 	results := make([]queue.Result, 0, len(msgs))
 	keep := msgs[:0]
 	for _, msg := range msgs {
+		if msg.Subject() == queue.FailureSubject {
+			s.recordFailure(ctx, msg)
+			continue
+		}
 		var r queue.Result
 		err := json.Unmarshal(msg.Data(), &r)
 		if err == nil {
@@ -146,6 +158,7 @@ func (s *Service) store(ctx context.Context, msgs []jetstream.Msg) {
 		if err != nil {
 			s.logger.Error("malformed result message; terminating it", "subject", msg.Subject(), "err", err)
 			s.metrics.outcomes.WithLabelValues("malformed").Inc()
+			s.recordBad(ctx, msg, queue.ResultsStream, "malformed result message: "+err.Error())
 			_ = msg.Term()
 			continue
 		}
@@ -193,6 +206,127 @@ func (s *Service) store(ctx context.Context, msgs []jetstream.Msg) {
 			s.logger.Warn("ack result", "subject", msg.Subject(), "err", err)
 		}
 	}
+}
+
+// seqOf is a message's stream sequence, 0 when unknown.
+func seqOf(msg jetstream.Msg) uint64 {
+	if meta, err := msg.Metadata(); err == nil {
+		return meta.Sequence.Stream
+	}
+	return 0
+}
+
+// recordBad keeps a message nobody could read. A database failure here is
+// logged, not retried: the message must not block the outcomes behind it.
+func (s *Service) recordBad(ctx context.Context, msg jetstream.Msg, stream, reason string) {
+	err := s.st.RecordBadMessage(context.WithoutCancel(ctx), store.BadMessage{
+		Stream: stream, Subject: msg.Subject(), Seq: seqOf(msg), Reason: reason, Data: msg.Data()})
+	if err != nil {
+		s.logger.Error("record bad message", "subject", msg.Subject(), "err", err)
+	}
+}
+
+// recordFailure stores a checker's report of a check it could not run.
+func (s *Service) recordFailure(ctx context.Context, msg jetstream.Msg) {
+	var f queue.Failure
+	if err := json.Unmarshal(msg.Data(), &f); err != nil {
+		s.recordBad(ctx, msg, queue.ResultsStream, "malformed failure report: "+err.Error())
+		_ = msg.Term()
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	err := s.st.RecordBadMessage(ctx, store.BadMessage{Stream: f.Stream, Subject: f.Subject, Seq: f.Seq, Reason: f.Reason, Data: f.Data})
+	if err == nil && f.MonitorID > 0 && !f.DueAt.IsZero() {
+		err = s.st.RecordFailures(ctx, []store.Failure{{MonitorID: f.MonitorID, Region: f.Region, DueAt: f.DueAt, Reason: "malformed check message"}})
+		s.metrics.failed.WithLabelValues("malformed").Inc()
+	}
+	if err != nil {
+		s.logger.Warn("record failed check; will retry", "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	_ = msg.Ack()
+}
+
+// clearExhausted consumes the max-deliveries advisories of CHECKS: the
+// check each names is still in the stream, blocking its monitor's subject.
+// It is deleted and its slot recorded as failed.
+func (s *Service) clearExhausted(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := s.consumeAdvisories(ctx)
+		if err != nil && ctx.Err() == nil {
+			s.logger.Warn("consuming advisories failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+func (s *Service) consumeAdvisories(ctx context.Context) error {
+	setupCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cons, err := s.js.CreateOrUpdateConsumer(setupCtx, queue.AdvisoriesStream, queue.AdvisoriesConsumerConfig())
+	if err != nil {
+		return fmt.Errorf("create consumer %s: %w", queue.AdvisoriesConsumer, err)
+	}
+	checks, err := s.js.Stream(setupCtx, queue.ChecksStream)
+	if err != nil {
+		return fmt.Errorf("open stream %s: %w", queue.ChecksStream, err)
+	}
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(100, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return fmt.Errorf("fetch advisories: %w", err)
+		}
+		for msg := range batch.Messages() {
+			if err := s.clearOne(ctx, checks, msg); err != nil {
+				s.logger.Warn("clear exhausted check; will retry", "err", err)
+				_ = msg.NakWithDelay(time.Second)
+				continue
+			}
+			_ = msg.Ack()
+		}
+	}
+	return nil
+}
+
+func (s *Service) clearOne(ctx context.Context, checks jetstream.Stream, msg jetstream.Msg) error {
+	var adv queue.MaxDeliveriesAdvisory
+	if err := json.Unmarshal(msg.Data(), &adv); err != nil || adv.Stream != queue.ChecksStream {
+		s.recordBad(ctx, msg, queue.AdvisoriesStream, "unreadable advisory")
+		return nil
+	}
+	opCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	raw, err := checks.GetMsg(opCtx, adv.StreamSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil // gone already: acked late, expired, or cleared before
+	}
+	if err != nil {
+		return fmt.Errorf("get check %d: %w", adv.StreamSeq, err)
+	}
+	var chk queue.Check
+	if err := json.Unmarshal(raw.Data, &chk); err != nil || chk.Validate() != nil {
+		if err := s.st.RecordBadMessage(opCtx, store.BadMessage{Stream: queue.ChecksStream, Subject: raw.Subject,
+			Seq: raw.Sequence, Reason: "malformed check message out of deliveries", Data: raw.Data}); err != nil {
+			return err
+		}
+	} else {
+		reason := fmt.Sprintf("max deliveries (%d) exhausted", adv.Deliveries)
+		if err := s.st.RecordFailures(opCtx, []store.Failure{{MonitorID: chk.MonitorID, Region: chk.Region,
+			DueAt: chk.DueAt, Reason: reason}}); err != nil {
+			return err
+		}
+		s.metrics.failed.WithLabelValues("max_deliveries").Inc()
+	}
+	if err := checks.DeleteMsg(opCtx, adv.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("delete check %d: %w", adv.StreamSeq, err)
+	}
+	s.logger.Warn("cleared a check that ran out of deliveries", "seq", adv.StreamSeq, "monitor", chk.MonitorID,
+		"due_at", chk.DueAt, "deliveries", adv.Deliveries)
+	return nil
 }
 
 // maintainPartitions keeps daily result partitions made a week ahead and

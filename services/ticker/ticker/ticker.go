@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -35,13 +36,15 @@ type Config struct {
 
 // DefaultConfig is a 1 s tick.
 func DefaultConfig() Config {
-	return Config{Region: "default", Tick: time.Second, Batch: 2000, MinLease: 30 * time.Second}
+	return Config{Region: "default", Tick: time.Second, Batch: 2000, MinLease: 45 * time.Second}
 }
 
 // Store is what the ticker needs from the database.
 type Store interface {
 	ClaimDue(ctx context.Context, region string, limit int, minLease time.Duration) ([]store.Claimed, error)
 	Unclaim(ctx context.Context, ids []int64) error
+	ClaimManual(ctx context.Context, region string, limit int, minLease time.Duration) ([]store.Claimed, error)
+	UnclaimManual(ctx context.Context, claimed []store.Claimed) error
 }
 
 // Ticker dispatches due checks.
@@ -58,6 +61,7 @@ type metrics struct {
 	coalesced  prometheus.Counter
 	tickTime   prometheus.Histogram
 	claimed    prometheus.Histogram
+	depth      *prometheus.GaugeVec
 }
 
 // Dispatch outcomes, the label values of upwatch_ticker_dispatches_total.
@@ -91,7 +95,11 @@ func New(cfg Config, st Store, js jetstream.JetStream, logger *slog.Logger, reg 
 			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
 		}),
 	}
-	reg.MustRegister(m.dispatches, m.coalesced, m.tickTime, m.claimed)
+	m.depth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "upwatch_queue_depth",
+		Help: "Messages in a stream (CHECKS: due checks pending or in flight), sampled by the ticker.",
+	}, []string{"stream"})
+	reg.MustRegister(m.dispatches, m.coalesced, m.tickTime, m.claimed, m.depth)
 	for _, o := range []string{outcomePublished, outcomeAlreadyPending, outcomeDuplicate, outcomeStreamFull, outcomeError} {
 		m.dispatches.WithLabelValues(o)
 	}
@@ -101,6 +109,9 @@ func New(cfg Config, st Store, js jetstream.JetStream, logger *slog.Logger, reg 
 // Run ticks until ctx is cancelled.
 func (t *Ticker) Run(ctx context.Context) error {
 	t.logger.Info("ticker started", "region", t.cfg.Region, "tick", t.cfg.Tick)
+	var wg sync.WaitGroup
+	wg.Go(func() { t.sampleDepth(ctx) })
+	defer wg.Wait()
 	tick := time.NewTicker(t.cfg.Tick)
 	defer tick.Stop()
 	backoff := time.Duration(0)
@@ -143,6 +154,16 @@ func (t *Ticker) Tick(ctx context.Context) error {
 	defer func() { t.metrics.tickTime.Observe(time.Since(start).Seconds()) }()
 	total := 0
 	defer func() { t.metrics.claimed.Observe(float64(total)) }()
+	manual, err := t.st.ClaimManual(ctx, t.cfg.Region, t.cfg.Batch, t.cfg.MinLease)
+	if err != nil {
+		return err
+	}
+	if len(manual) > 0 {
+		total += len(manual)
+		if err := t.dispatch(ctx, manual); err != nil {
+			return err
+		}
+	}
 	for {
 		claimed, err := t.st.ClaimDue(ctx, t.cfg.Region, t.cfg.Batch, t.cfg.MinLease)
 		if err != nil {
@@ -167,16 +188,20 @@ func (t *Ticker) Tick(ctx context.Context) error {
 func (t *Ticker) dispatch(ctx context.Context, claimed []store.Claimed) error {
 	now := time.Now()
 	futures := make([]jetstream.PubAckFuture, len(claimed))
-	var unclaim []int64
+	var unclaim []store.Claimed
 	var firstErr error
 	for i, c := range claimed {
 		if c.Coalesced > 0 {
 			t.metrics.coalesced.Add(float64(c.Coalesced))
 		}
+		lane := c.Lane
+		if lane == "" {
+			lane = queue.LaneScheduled
+		}
 		check := queue.Check{
-			MonitorID: c.ID, Region: t.cfg.Region, Lane: queue.LaneScheduled,
+			MonitorID: c.ID, Region: t.cfg.Region, Lane: lane,
 			Kind: c.Kind, Target: c.Target, Settings: c.Settings, TimeoutMS: c.TimeoutMS,
-			DueAt: c.DueAt, Attempt: c.Attempt, DispatchedAt: now,
+			DueAt: c.DueAt, Attempt: c.Attempt, DispatchedAt: now, Manual: c.Manual,
 		}
 		data, err := json.Marshal(&check)
 		if err != nil {
@@ -186,12 +211,15 @@ func (t *Ticker) dispatch(ctx context.Context, claimed []store.Claimed) error {
 		// after the lease never finds the old message still holding the
 		// subject.
 		ttl := max(c.Lease-time.Second, time.Second)
-		f, err := t.js.PublishAsync(queue.CheckSubject(t.cfg.Region, queue.LaneScheduled, c.ID), data,
-			jetstream.WithMsgID(queue.CheckMsgID(c.ID, t.cfg.Region, c.DueAt, c.Attempt)),
-			jetstream.WithMsgTTL(ttl))
+		msgID := queue.CheckMsgID(c.ID, t.cfg.Region, c.DueAt, c.Attempt)
+		if c.Manual {
+			msgID = queue.ManualCheckMsgID(c.ID, t.cfg.Region, c.DueAt)
+		}
+		f, err := t.js.PublishAsync(queue.CheckSubject(t.cfg.Region, lane, c.ID), data,
+			jetstream.WithMsgID(msgID), jetstream.WithMsgTTL(ttl))
 		if err != nil {
 			t.metrics.dispatches.WithLabelValues(outcomeError).Inc()
-			unclaim = append(unclaim, c.ID)
+			unclaim = append(unclaim, c)
 			firstErr = cmpErr(firstErr, fmt.Errorf("publish check of monitor %d: %w", c.ID, err))
 			continue
 		}
@@ -219,11 +247,11 @@ func (t *Ticker) dispatch(ctx context.Context, claimed []store.Claimed) error {
 				t.metrics.dispatches.WithLabelValues(outcomeAlreadyPending).Inc()
 			case queue.IsStreamFull(err):
 				t.metrics.dispatches.WithLabelValues(outcomeStreamFull).Inc()
-				unclaim = append(unclaim, claimed[i].ID)
+				unclaim = append(unclaim, claimed[i])
 				full = true
 			default:
 				t.metrics.dispatches.WithLabelValues(outcomeError).Inc()
-				unclaim = append(unclaim, claimed[i].ID)
+				unclaim = append(unclaim, claimed[i])
 				firstErr = cmpErr(firstErr, fmt.Errorf("publish check of monitor %d: %w", claimed[i].ID, err))
 			}
 		case <-waitCtx.Done():
@@ -237,13 +265,50 @@ func (t *Ticker) dispatch(ctx context.Context, claimed []store.Claimed) error {
 			firstErr = cmpErr(firstErr, fmt.Errorf("publish check of monitor %d: no ack within 10s", claimed[i].ID))
 		}
 	}
-	if err := t.st.Unclaim(context.WithoutCancel(ctx), unclaim); err != nil {
+	if err := t.unclaim(context.WithoutCancel(ctx), unclaim); err != nil {
 		return err
 	}
 	if full {
 		return errStreamFull
 	}
 	return firstErr
+}
+
+// unclaim hands back claims whose message was not stored.
+func (t *Ticker) unclaim(ctx context.Context, claimed []store.Claimed) error {
+	var ids []int64
+	var manual []store.Claimed
+	for _, c := range claimed {
+		if c.Manual {
+			manual = append(manual, c)
+		} else {
+			ids = append(ids, c.ID)
+		}
+	}
+	if err := t.st.Unclaim(ctx, ids); err != nil {
+		return err
+	}
+	return t.st.UnclaimManual(ctx, manual)
+}
+
+// sampleDepth exports the depth of the streams every few seconds.
+func (t *Ticker) sampleDepth(ctx context.Context) {
+	for {
+		for _, name := range []string{queue.ChecksStream, queue.ResultsStream} {
+			infoCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if s, err := t.js.Stream(infoCtx, name); err == nil {
+				if info, err := s.Info(infoCtx); err == nil {
+					t.metrics.depth.WithLabelValues(name).Set(float64(info.State.Msgs))
+				}
+			}
+			cancel()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Second):
+		}
+	}
 }
 
 func cmpErr(first, next error) error {

@@ -32,6 +32,7 @@ func mainErr() error {
 	fs.IntVar(&ccfg.Concurrency, "concurrency", ccfg.Concurrency, "most checks run at once")
 	fs.DurationVar(&ccfg.AckWait, "ack-wait", ccfg.AckWait, "time a fetched check may go without an ack or progress signal")
 	fs.IntVar(&ccfg.MaxAckPending, "max-ack-pending", ccfg.MaxAckPending, "most checks fetched but not acked, across the region's checkers")
+	fs.IntVar(&ccfg.MaxDeliver, "max-deliver", ccfg.MaxDeliver, "deliveries of a check before its slot is recorded as failed")
 	fs.DurationVar(&ccfg.ShutdownTimeout, "shutdown-timeout", ccfg.ShutdownTimeout, "time checks in progress may finish after SIGTERM before they are handed back")
 	_ = fs.Parse(os.Args[1:])
 	ccfg.Region = cfg.Region
