@@ -60,8 +60,8 @@ type Spec struct {
 	// RetryInterval is how often a failing monitor is re-checked; its
 	// normal interval when zero.
 	RetryInterval time.Duration
-	Enabled  bool
-	Settings Settings
+	Enabled       bool
+	Settings      Settings
 }
 
 // FieldError names the input field that is wrong and why.

@@ -22,21 +22,21 @@ var ErrNameTaken = errors.New("a monitor with that name already exists")
 type Monitor struct {
 	ID int64
 	monitor.Spec
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
-	DueAt          time.Time
-	NextCheckAt    time.Time
-	Attempt        int
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	DueAt       time.Time
+	NextCheckAt time.Time
+	Attempt     int
 	// Lane is the lane of the next dispatch: priority while failing.
 	Lane             string
 	CheckRequestedAt *time.Time
 	State            string
-	StateChangedAt *time.Time
-	LastDueAt      *time.Time
-	LastCheckedAt  *time.Time
-	LastLatencyMS  *float64
-	LastStatusCode *int
-	LastError      *string
+	StateChangedAt   *time.Time
+	LastDueAt        *time.Time
+	LastCheckedAt    *time.Time
+	LastLatencyMS    *float64
+	LastStatusCode   *int
+	LastError        *string
 }
 
 const monitorColumns = `id, name, kind, target, settings, region, interval_seconds, timeout_ms, enabled,
