@@ -230,10 +230,10 @@ func ResultsConsumerConfig(maxAckPending int) jetstream.ConsumerConfig {
 }
 
 // CheckMsgID is the Nats-Msg-Id of a dispatch: the first attempt at a slot
-// is <monitor>-<region>-<slot>; a re-dispatch after the lease ran out is a
+// is <monitor>-<region>-<slot as Unix milliseconds>; a re-dispatch after the lease ran out is a
 // new attempt and gets its own id, or the dedup window would drop it.
 func CheckMsgID(monitorID int64, region string, dueAt time.Time, attempt int) string {
-	id := strconv.FormatInt(monitorID, 10) + "-" + region + "-" + strconv.FormatInt(dueAt.Unix(), 10)
+	id := strconv.FormatInt(monitorID, 10) + "-" + region + "-" + strconv.FormatInt(dueAt.UnixMilli(), 10)
 	if attempt > 1 {
 		id += "-a" + strconv.Itoa(attempt)
 	}
@@ -245,9 +245,14 @@ func ManualCheckMsgID(monitorID int64, region string, at time.Time) string {
 	return strconv.FormatInt(monitorID, 10) + "-" + region + "-m" + strconv.FormatInt(at.UnixMilli(), 10)
 }
 
-// ResultMsgID dedups re-published outcomes of the same slot.
-func ResultMsgID(monitorID int64, region string, dueAt time.Time) string {
-	return strconv.FormatInt(monitorID, 10) + "-" + region + "-" + strconv.FormatInt(dueAt.Unix(), 10)
+// ResultMsgID dedups re-published outcomes of the same slot (slots are
+// stored to the microsecond, so the id is too).
+func ResultMsgID(monitorID int64, region string, dueAt time.Time, manual bool) string {
+	id := strconv.FormatInt(monitorID, 10) + "-" + region + "-" + strconv.FormatInt(dueAt.UnixMicro(), 10)
+	if manual {
+		id += "-m"
+	}
+	return id
 }
 
 // Check is a due check: everything a checker needs to run it without

@@ -291,6 +291,7 @@ func (c *Checker) handle(ctx context.Context, msg jetstream.Msg) {
 		MonitorID: chk.MonitorID, Region: chk.Region, DueAt: chk.DueAt, Attempt: chk.Attempt,
 		StartedAt: started, FinishedAt: finished, Up: out.Up,
 		LatencyMS: float64(out.Latency.Microseconds()) / 1000, StatusCode: out.StatusCode, Error: out.Error,
+		Manual: chk.Manual,
 	}
 	data, err := json.Marshal(&res)
 	if err != nil {
@@ -304,7 +305,7 @@ func (c *Checker) handle(ctx context.Context, msg jetstream.Msg) {
 	// in between redelivers the check, and the result's message id and
 	// primary key make the second outcome a no-op.
 	if _, err := c.js.Publish(pubCtx, queue.ResultSubject(chk.MonitorID), data,
-		jetstream.WithMsgID(queue.ResultMsgID(chk.MonitorID, chk.Region, chk.DueAt))); err != nil {
+		jetstream.WithMsgID(queue.ResultMsgID(chk.MonitorID, chk.Region, chk.DueAt, chk.Manual))); err != nil {
 		// Try again later, backing off. A check out of deliveries stays
 		// put and its advisory has the results service clear it.
 		wait := min(time.Duration(delivered)*2*time.Second, c.cfg.AckWait)
