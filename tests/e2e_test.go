@@ -1,19 +1,12 @@
 package tests
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,114 +15,6 @@ import (
 	"upwatch.dev/shared/natstest"
 	"upwatch.dev/shared/pgtest"
 )
-
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// binaries builds the service binaries once per test run, as an operator
-// would deploy them.
-func binaries(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Dir(filepath.Dir(file))
-		binDir, buildErr = os.MkdirTemp("", "upwatch-e2e-bin-")
-		if buildErr != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", binDir+"/",
-			"./services/upwatch/cmd/upwatch",
-			"./services/ticker/cmd/upwatch-ticker",
-			"./services/checker/cmd/upwatch-checker",
-			"./services/results/cmd/upwatch-results",
-			"./services/api/cmd/upwatch-api")
-		cmd.Dir = root
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	require.NoError(t, buildErr)
-	return binDir
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// process is a service binary running as its own process.
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	out  *bytes.Buffer
-	done chan error
-}
-
-func startProcess(t *testing.T, bin string, env []string, args ...string) *process {
-	t.Helper()
-	p := &process{name: filepath.Base(bin), out: &bytes.Buffer{}, done: make(chan error, 1)}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = append(os.Environ(), env...)
-	w := &lockedWriter{w: p.out}
-	p.cmd.Stdout, p.cmd.Stderr = w, w
-	require.NoError(t, p.cmd.Start())
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("--- %s output:\n%s", p.name, w.String())
-		}
-	})
-	return p
-}
-
-// terminate sends SIGTERM and waits for a clean exit.
-func (p *process) terminate(t *testing.T, within time.Duration) {
-	t.Helper()
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-p.done:
-		p.done <- err
-		require.NoError(t, err, "%s exit status", p.name)
-	case <-time.After(within):
-		t.Fatalf("%s did not stop within %s after SIGTERM", p.name, within)
-	}
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
-}
-
-func (l *lockedWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.String()
-}
-
-func httpGet(url string) (int, string) {
-	resp, err := http.Get(url) //nolint:gosec,noctx // test URL on loopback
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
 
 func TestServicesAsSeparateProcesses(t *testing.T) {
 	t.Parallel()

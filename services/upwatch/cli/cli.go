@@ -44,6 +44,8 @@ func commands() []command {
 		{"up", "run everything on this machine (embedded NATS, local PostgreSQL, all services)", runUp},
 		{"migrate", "apply database migrations (DATABASE_URL)", runMigrate},
 		{"monitors", "add, list and remove monitors (monitors add|list|rm)", runMonitors},
+		{"check", "check a monitor now and print the outcome (check --monitor-id N)", runCheck},
+		{"queue", "inspect the check queue (queue health|inspect|flush)", runQueue},
 		{"version", "print the version", runVersion},
 		{"help", "show this help", nil},
 	}
@@ -79,9 +81,13 @@ func (e usageError) Error() string { return e.msg }
 func report(stderr io.Writer, name string, err error) int {
 	var ue usageError
 	var se *up.StartError
+	var es exitStatus
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return exitOK
+	case errors.As(err, &es):
+		// The command has said all it had to; only the status is left.
+		return int(es)
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "upwatch %s: %s\n", name, ue.msg)
 		return exitUsage
