@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
@@ -36,14 +37,26 @@ type server struct {
 	logger *slog.Logger
 	mux    *http.ServeMux
 	pages  *template.Template
+	// js reads the check queue for the health endpoint; nil when the API
+	// was built without one, and the endpoint then answers 503.
+	js jetstream.JetStream
 
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 }
 
+// Option changes how New builds the handler.
+type Option func(*server)
+
+// WithJetStream gives the API a JetStream context to read the check queue
+// with, for GET /api/v1/queue/health. Without it that endpoint answers 503.
+func WithJetStream(js jetstream.JetStream) Option {
+	return func(s *server) { s.js = js }
+}
+
 // New builds the API and dashboard handler. Metrics are registered on reg;
 // a nil reg leaves them unregistered.
-func New(st *store.Store, mgr *manage.Manager, logger *slog.Logger, reg prometheus.Registerer) http.Handler {
+func New(st *store.Store, mgr *manage.Manager, logger *slog.Logger, reg prometheus.Registerer, opts ...Option) http.Handler {
 	factory := promauto.With(reg)
 	s := &server{
 		st:     st,
@@ -61,6 +74,9 @@ func New(st *store.Store, mgr *manage.Manager, logger *slog.Logger, reg promethe
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12),
 		}, []string{"route"}),
 	}
+	for _, opt := range opts {
+		opt(s)
+	}
 
 	s.mux.HandleFunc("POST /api/v1/monitors", s.createMonitor)
 	s.mux.HandleFunc("GET /api/v1/monitors", s.listMonitors)
@@ -70,9 +86,14 @@ func New(st *store.Store, mgr *manage.Manager, logger *slog.Logger, reg promethe
 	s.mux.HandleFunc("POST /api/v1/monitors/{id}/pause", s.setEnabled(false))
 	s.mux.HandleFunc("POST /api/v1/monitors/{id}/resume", s.setEnabled(true))
 	s.mux.HandleFunc("GET /api/v1/monitors/{id}/results", s.listResults)
+	s.mux.HandleFunc("POST /api/v1/monitors/{id}/check", s.requestCheck)
+	s.mux.HandleFunc("GET /api/v1/monitors/{id}/skipped", s.listSkipped)
+	s.mux.HandleFunc("GET /api/v1/skipped", s.listSkipped)
+	s.mux.HandleFunc("GET /api/v1/queue/health", s.queueHealth)
 
 	s.mux.HandleFunc("GET /{$}", s.dashboard)
 	s.mux.HandleFunc("GET /monitors/{id}", s.monitorPage)
+	s.mux.HandleFunc("POST /monitors/{id}/check", s.checkFromPage)
 	return s
 }
 
@@ -174,6 +195,8 @@ func (s *server) writeStoreError(w http.ResponseWriter, r *http.Request, err err
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: "invalid monitor", Fields: verr.Fields})
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, "monitor not found")
+	case errors.Is(err, store.ErrPaused):
+		writeError(w, http.StatusConflict, "monitor is paused")
 	case errors.Is(err, store.ErrNameTaken):
 		writeJSON(w, http.StatusConflict, errorBody{
 			Error:  "a monitor with that name already exists",

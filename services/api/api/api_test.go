@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -41,12 +42,20 @@ func TestMain(m *testing.M) {
 // testBundle is what a subtest needs besides the server under test.
 type testBundle struct {
 	st  *store.Store
+	js  jetstream.JetStream
 	reg *prometheus.Registry
 }
 
 // setup runs the handler on a fresh database and a fresh JetStream server
 // with the streams in place, as upwatch-api does.
 func setup(t *testing.T) (*httptest.Server, *testBundle) {
+	t.Helper()
+	return setupWith(t, true)
+}
+
+// setupWith is setup; withJS false builds the handler without a JetStream
+// context, as an embedding that passes none would.
+func setupWith(t *testing.T, withJS bool) (*httptest.Server, *testBundle) {
 	t.Helper()
 	st, _ := pgtest.NewStore(t)
 	ns := natstest.Start(t, natstest.Options{})
@@ -62,10 +71,14 @@ func setup(t *testing.T) (*httptest.Server, *testBundle) {
 	// Mounted under an outer mux, as upwatch-api serves it next to /healthz
 	// and /metrics.
 	outer := http.NewServeMux()
-	outer.Handle("/", New(st, mgr, logger, reg))
+	var opts []Option
+	if withJS {
+		opts = append(opts, WithJetStream(js))
+	}
+	outer.Handle("/", New(st, mgr, logger, reg, opts...))
 	srv := httptest.NewServer(outer)
 	t.Cleanup(srv.Close)
-	return srv, &testBundle{st: st, reg: reg}
+	return srv, &testBundle{st: st, js: js, reg: reg}
 }
 
 // call sends a request with a JSON body (a string is sent as is) and

@@ -17,8 +17,11 @@ import (
 //go:embed templates/*.html
 var templateFS embed.FS
 
-// dashboardResults is how many outcomes a monitor's page shows.
-const dashboardResults = 50
+// What a monitor's page shows: its newest outcomes and skipped slots.
+const (
+	dashboardResults = 50
+	dashboardSkipped = 20
+)
 
 // parsePages parses the embedded templates. They are part of the binary,
 // so a parse failure is a build defect and panics at start-up (the tests
@@ -43,7 +46,17 @@ type dashboardData struct {
 type monitorPageData struct {
 	Monitor store.Monitor
 	Results []store.CheckResult
-	Now     time.Time
+	Skipped []store.SkippedSlot
+	// Notice answers the "Check now" button after its redirect.
+	Notice string
+	Now    time.Time
+}
+
+// checkNotices are the messages the "Check now" redirect can ask for; the
+// page shows only these, never text taken from the URL.
+var checkNotices = map[string]string{
+	"requested": "Check requested: it runs at the next tick, ahead of scheduled checks.",
+	"paused":    "The monitor is paused: resume it to check it.",
 }
 
 func (s *server) dashboard(w http.ResponseWriter, r *http.Request) {
@@ -71,7 +84,35 @@ func (s *server) monitorPage(w http.ResponseWriter, r *http.Request) {
 		s.pageError(w, r, err)
 		return
 	}
-	s.render(w, r, "monitor.html", monitorPageData{Monitor: m, Results: rs, Now: time.Now()})
+	skipped, err := s.st.ListSkipped(r.Context(), id, false, dashboardSkipped)
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
+	s.render(w, r, "monitor.html", monitorPageData{
+		Monitor: m, Results: rs, Skipped: skipped,
+		Notice: checkNotices[r.URL.Query().Get("check")], Now: time.Now(),
+	})
+}
+
+// checkFromPage serves the "Check now" button: it asks for a manual check
+// and sends the browser back to the monitor's page, which says what
+// happened.
+func (s *server) checkFromPage(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id < 1 {
+		http.NotFound(w, r)
+		return
+	}
+	outcome := "requested"
+	if _, err := s.st.RequestCheck(r.Context(), id); err != nil {
+		if !errors.Is(err, store.ErrPaused) {
+			s.pageError(w, r, err)
+			return
+		}
+		outcome = "paused"
+	}
+	http.Redirect(w, r, fmt.Sprintf("/monitors/%d?check=%s", id, outcome), http.StatusSeeOther)
 }
 
 // render executes into a buffer first so a template error becomes a clean

@@ -33,7 +33,10 @@ type monitorInput struct {
 	IntervalSeconds *float64 `json:"interval_seconds"`
 	// TimeoutSeconds of 0 means "the default for the interval".
 	TimeoutSeconds *float64 `json:"timeout_seconds"`
-	Enabled        *bool    `json:"enabled"`
+	// RetryIntervalSeconds of null or 0 clears the retry interval: a
+	// failing monitor is then re-checked on its normal interval.
+	RetryIntervalSeconds nullableSeconds `json:"retry_interval_seconds"`
+	Enabled              *bool           `json:"enabled"`
 
 	Method         *string            `json:"method"`
 	ExpectedStatus *[]int             `json:"expected_status"`
@@ -54,6 +57,9 @@ func (in *monitorInput) apply(s *monitor.Spec) {
 	}
 	if in.TimeoutSeconds != nil {
 		s.Timeout = seconds(*in.TimeoutSeconds)
+	}
+	if in.RetryIntervalSeconds.set {
+		s.RetryInterval = seconds(in.RetryIntervalSeconds.value)
 	}
 	if len(in.httpFields()) == 0 {
 		return
@@ -108,6 +114,25 @@ func (in *monitorInput) validate(s *monitor.Spec) error {
 	return nil
 }
 
+// nullableSeconds is a number of seconds for which a JSON null means
+// "clear it" rather than "not given", unlike the other fields.
+type nullableSeconds struct {
+	set   bool
+	value float64 // 0 for null
+}
+
+func (n *nullableSeconds) UnmarshalJSON(b []byte) error {
+	var v *float64
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	n.set, n.value = true, 0
+	if v != nil {
+		n.value = *v
+	}
+	return nil
+}
+
 func setIf[T any](dst *T, src *T) {
 	if src != nil {
 		*dst = *src
@@ -132,7 +157,10 @@ type monitorJSON struct {
 	Region          string  `json:"region"`
 	IntervalSeconds float64 `json:"interval_seconds"`
 	TimeoutSeconds  float64 `json:"timeout_seconds"`
-	Enabled         bool    `json:"enabled"`
+	// RetryIntervalSeconds is how often a failing monitor is re-checked;
+	// null when it is re-checked on its normal interval.
+	RetryIntervalSeconds *float64 `json:"retry_interval_seconds"`
+	Enabled              bool     `json:"enabled"`
 
 	// HTTP settings; absent for other kinds.
 	Method         string            `json:"method,omitzero"`
@@ -148,28 +176,40 @@ type monitorJSON struct {
 	LastError      *string    `json:"last_error"`
 	// NextCheckAt is the slot the next check is for; null while paused.
 	NextCheckAt *time.Time `json:"next_check_at"`
-	CreatedAt   time.Time  `json:"created_at"`
-	UpdatedAt   time.Time  `json:"updated_at"`
+	// Lane is the lane of the next dispatch: "priority" while the monitor
+	// is failing, "scheduled" otherwise.
+	Lane string `json:"lane"`
+	// CheckRequestedAt is when a manual check still waiting for dispatch
+	// was asked for; null when none is waiting.
+	CheckRequestedAt *time.Time `json:"check_requested_at"`
+	CreatedAt        time.Time  `json:"created_at"`
+	UpdatedAt        time.Time  `json:"updated_at"`
 }
 
 func toMonitorJSON(m store.Monitor) monitorJSON {
 	out := monitorJSON{
-		ID:              m.ID,
-		Name:            m.Name,
-		Kind:            m.Kind,
-		Target:          m.Target,
-		Region:          m.Region,
-		IntervalSeconds: m.Interval.Seconds(),
-		TimeoutSeconds:  m.Timeout.Seconds(),
-		Enabled:         m.Enabled,
-		State:           m.State,
-		StateChangedAt:  utcPtr(m.StateChangedAt),
-		LastCheckedAt:   utcPtr(m.LastCheckedAt),
-		LastLatencyMS:   m.LastLatencyMS,
-		LastStatusCode:  m.LastStatusCode,
-		LastError:       m.LastError,
-		CreatedAt:       m.CreatedAt.UTC(),
-		UpdatedAt:       m.UpdatedAt.UTC(),
+		ID:               m.ID,
+		Name:             m.Name,
+		Kind:             m.Kind,
+		Target:           m.Target,
+		Region:           m.Region,
+		IntervalSeconds:  m.Interval.Seconds(),
+		TimeoutSeconds:   m.Timeout.Seconds(),
+		Enabled:          m.Enabled,
+		State:            m.State,
+		StateChangedAt:   utcPtr(m.StateChangedAt),
+		LastCheckedAt:    utcPtr(m.LastCheckedAt),
+		LastLatencyMS:    m.LastLatencyMS,
+		LastStatusCode:   m.LastStatusCode,
+		LastError:        m.LastError,
+		Lane:             m.Lane,
+		CheckRequestedAt: utcPtr(m.CheckRequestedAt),
+		CreatedAt:        m.CreatedAt.UTC(),
+		UpdatedAt:        m.UpdatedAt.UTC(),
+	}
+	if m.RetryInterval > 0 {
+		retry := m.RetryInterval.Seconds()
+		out.RetryIntervalSeconds = &retry
 	}
 	if m.Enabled {
 		due := m.DueAt.UTC()
@@ -214,6 +254,8 @@ type resultJSON struct {
 	StartedAt  time.Time `json:"started_at"`
 	Attempt    int       `json:"attempt"`
 	Region     string    `json:"region"`
+	// Manual marks the outcome of a check someone asked for.
+	Manual bool `json:"manual"`
 }
 
 func toResultJSON(r store.CheckResult) resultJSON {
@@ -231,6 +273,7 @@ func toResultJSON(r store.CheckResult) resultJSON {
 		StartedAt:  r.StartedAt.UTC(),
 		Attempt:    r.Attempt,
 		Region:     r.Region,
+		Manual:     r.Manual,
 	}
 }
 
@@ -335,17 +378,9 @@ func (s *server) listResults(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	limit := defaultResultsLimit
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxResultsLimit {
-			writeJSON(w, http.StatusBadRequest, errorBody{
-				Error:  "invalid limit",
-				Fields: []monitor.FieldError{{Field: "limit", Reason: fmt.Sprintf("must be a whole number from 1 to %d", maxResultsLimit)}},
-			})
-			return
-		}
-		limit = n
+	limit, ok := queryLimit(w, r, defaultResultsLimit, maxResultsLimit)
+	if !ok {
+		return
 	}
 	// Look the monitor up first: an unknown id is a 404, not an empty list.
 	if _, err := s.st.GetMonitor(r.Context(), id); err != nil {
@@ -362,6 +397,25 @@ func (s *server) listResults(w http.ResponseWriter, r *http.Request) {
 		out = append(out, toResultJSON(res))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"results": out})
+}
+
+// queryLimit parses the ?limit parameter, def when absent. It reports
+// false after writing a 400 when the value is not a whole number from 1 to
+// most.
+func queryLimit(w http.ResponseWriter, r *http.Request, def, most int) (int, bool) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > most {
+		writeJSON(w, http.StatusBadRequest, errorBody{
+			Error:  "invalid limit",
+			Fields: []monitor.FieldError{{Field: "limit", Reason: fmt.Sprintf("must be a whole number from 1 to %d", most)}},
+		})
+		return 0, false
+	}
+	return n, true
 }
 
 // decodeBody reads one JSON object into v, refusing unknown fields. It

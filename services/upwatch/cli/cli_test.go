@@ -146,7 +146,7 @@ func TestMonitors(t *testing.T) {
 		db, nurl, st := setup(t)
 		r := runCLI(t, "monitors", "add", "--database-url", db, "--nats-url", nurl,
 			"--name", "web", "--kind", "http", "--target", "http://127.0.0.1:1/", "--interval", "30s",
-			"--timeout", "2s", "--method", "head", "--expect", "200,204")
+			"--retry-interval", "10s", "--timeout", "2s", "--method", "head", "--expect", "200,204")
 		if r.code != 0 {
 			t.Fatalf("add: code %d, stderr %q", r.code, r.stderr)
 		}
@@ -159,7 +159,7 @@ func TestMonitors(t *testing.T) {
 			t.Fatal(err)
 		}
 		if m.Name != "web" || m.Settings.HTTP == nil || m.Settings.HTTP.Method != http.MethodHead ||
-			len(m.Settings.HTTP.ExpectedStatus) != 2 || m.Timeout.Seconds() != 2 {
+			len(m.Settings.HTTP.ExpectedStatus) != 2 || m.Timeout.Seconds() != 2 || m.RetryInterval.Seconds() != 10 {
 			t.Errorf("stored monitor = %+v (http %+v)", m, m.Settings.HTTP)
 		}
 		r = runCLI(t, "monitors", "add", "--database-url", db, "--nats-url", nurl,
@@ -167,24 +167,38 @@ func TestMonitors(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("add tcp: code %d, stderr %q", r.code, r.stderr)
 		}
+		r = runCLI(t, "monitors", "add", "--database-url", db, "--nats-url", nurl,
+			"--name", "asleep", "--kind", "tcp", "--target", "127.0.0.1:9", "--interval", "1m", "--paused")
+		if r.code != 0 {
+			t.Fatalf("add paused: code %d, stderr %q", r.code, r.stderr)
+		}
 
 		r = runCLI(t, "monitors", "list", "--database-url", db)
 		if r.code != 0 {
 			t.Fatalf("list: code %d, stderr %q", r.code, r.stderr)
 		}
 		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-		if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[0], "LAST ERROR") ||
-			!strings.Contains(lines[1], "web") || !strings.Contains(lines[2], "127.0.0.1:9") || !strings.Contains(lines[2], "1m0s") {
+		if len(lines) != 4 || !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[0], "LAST ERROR") ||
+			!strings.Contains(lines[0], "LANE") ||
+			!strings.Contains(lines[1], "web") || !strings.Contains(lines[1], "30s (10s failing)") ||
+			!strings.Contains(lines[1], "scheduled") ||
+			!strings.Contains(lines[2], "127.0.0.1:9") || !strings.Contains(lines[2], "1m0s") || !strings.Contains(lines[2], "scheduled") ||
+			!strings.Contains(lines[3], "paused") || strings.Contains(lines[3], "scheduled") {
 			t.Errorf("list table:\n%s", r.stdout)
 		}
 
 		r = runCLI(t, "monitors", "list", "--json", "--database-url", db)
 		var listed []monitorJSON
-		if err := json.Unmarshal([]byte(r.stdout), &listed); err != nil || len(listed) != 2 {
+		if err := json.Unmarshal([]byte(r.stdout), &listed); err != nil || len(listed) != 3 {
 			t.Fatalf("list --json: %v, %q", err, r.stdout)
 		}
-		if listed[0].ID != id || listed[0].IntervalSeconds != 30 || listed[1].Kind != "tcp" {
+		if listed[0].ID != id || listed[0].IntervalSeconds != 30 || listed[1].Kind != "tcp" ||
+			listed[0].RetryIntervalSeconds == nil || *listed[0].RetryIntervalSeconds != 10 ||
+			listed[1].RetryIntervalSeconds != nil || listed[0].Lane != "scheduled" {
 			t.Errorf("list --json = %+v", listed)
+		}
+		if !strings.Contains(r.stdout, `"retry_interval_seconds": null`) || !strings.Contains(r.stdout, `"lane": "scheduled"`) {
+			t.Errorf("list --json:\n%s", r.stdout)
 		}
 
 		// By id, then by name.
@@ -195,6 +209,10 @@ func TestMonitors(t *testing.T) {
 		r = runCLI(t, "monitors", "rm", "--database-url", db, "--nats-url", nurl, "port")
 		if r.code != 0 || !strings.Contains(r.stdout, "(port)") {
 			t.Fatalf("rm by name: code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
+		r = runCLI(t, "monitors", "rm", "--database-url", db, "--nats-url", nurl, "asleep")
+		if r.code != 0 {
+			t.Fatalf("rm paused: code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 		}
 		mons, err := st.ListMonitors(context.Background())
 		if err != nil || len(mons) != 0 {
@@ -218,6 +236,16 @@ func TestMonitors(t *testing.T) {
 			"--name", "bad", "--kind", "tcp", "--target", "h:1", "--expect", "200")
 		if r.code != exitUsage {
 			t.Fatalf("--expect on tcp: code %d, stderr %q", r.code, r.stderr)
+		}
+		r = runCLI(t, "monitors", "add", "--database-url", db, "--nats-url", nurl,
+			"--name", "bad", "--kind", "tcp", "--target", "h:1", "--retry-interval", "soon")
+		if r.code != exitUsage || !strings.Contains(r.stderr, `--retry-interval "soon" is not a duration`) {
+			t.Fatalf("--retry-interval soon: code %d, stderr %q", r.code, r.stderr)
+		}
+		r = runCLI(t, "monitors", "add", "--database-url", db, "--nats-url", nurl,
+			"--name", "bad", "--kind", "tcp", "--target", "h:1", "--retry-interval", "500ms")
+		if r.code != exitError || !strings.Contains(r.stderr, "retry_interval_seconds: must be at least 1") {
+			t.Fatalf("--retry-interval 500ms: code %d, stderr %q", r.code, r.stderr)
 		}
 	})
 

@@ -80,7 +80,7 @@ func openManager(ctx context.Context, e env, db dbFlags) (*store.Store, *manage.
 
 func monitorsAdd(ctx context.Context, e env, args []string) error {
 	fs := newFlagSet(e, "monitors add",
-		"monitors add --name N --kind http|tcp --target T --interval 30s [--timeout 5s] [--method GET] [--expect 200,204] [--region R]")
+		"monitors add --name N --kind http|tcp --target T --interval 30s [--retry-interval 10s] [--timeout 5s] [--method GET] [--expect 200,204] [--region R]")
 	var (
 		db          dbFlags
 		spec        monitor.Spec
@@ -89,12 +89,14 @@ func monitorsAdd(ctx context.Context, e env, args []string) error {
 		skipVerify  bool
 		paused      bool
 		intervalStr string
+		retryStr    string
 	)
 	db.register(fs, true)
 	fs.StringVar(&spec.Name, "name", "", "unique monitor name (required)")
 	fs.StringVar(&spec.Kind, "kind", "", "http or tcp (required)")
 	fs.StringVar(&spec.Target, "target", "", "URL for http, host:port for tcp (required)")
 	fs.StringVar(&intervalStr, "interval", "30s", "time between checks, whole seconds")
+	fs.StringVar(&retryStr, "retry-interval", "", "time between checks while the monitor is failing, whole seconds (default the interval)")
 	fs.DurationVar(&spec.Timeout, "timeout", 0, "time limit of one check (default min(10s, interval))")
 	fs.StringVar(&method, "method", "", "HTTP method (http only; default GET)")
 	fs.StringVar(&expect, "expect", "", "comma-separated HTTP status codes meaning up (http only; default any 2xx)")
@@ -112,6 +114,13 @@ func monitorsAdd(ctx context.Context, e env, args []string) error {
 		return usageError{msg: fmt.Sprintf("--interval %q is not a duration (write 30s, 5m)", intervalStr)}
 	}
 	spec.Interval = interval
+	if retryStr != "" {
+		retry, err := time.ParseDuration(retryStr)
+		if err != nil {
+			return usageError{msg: fmt.Sprintf("--retry-interval %q is not a duration (write 10s, 1m)", retryStr)}
+		}
+		spec.RetryInterval = retry
+	}
 	spec.Enabled = !paused
 	codes, err := parseCodes(expect)
 	if err != nil {
@@ -152,21 +161,27 @@ func parseCodes(s string) ([]int, error) {
 
 // monitorJSON is the --json form of a monitor: stable field names for scripts.
 type monitorJSON struct {
-	ID              int64                 `json:"id"`
-	Name            string                `json:"name"`
-	Kind            string                `json:"kind"`
-	Target          string                `json:"target"`
-	Region          string                `json:"region"`
-	IntervalSeconds int64                 `json:"interval_seconds"`
-	TimeoutMS       int64                 `json:"timeout_ms"`
-	Enabled         bool                  `json:"enabled"`
-	HTTP            *monitor.HTTPSettings `json:"http,omitempty"`
-	State           string                `json:"state"`
-	NextCheckAt     time.Time             `json:"next_check_at"`
-	LastCheckedAt   *time.Time            `json:"last_checked_at"`
-	LastLatencyMS   *float64              `json:"last_latency_ms"`
-	LastStatusCode  *int                  `json:"last_status_code"`
-	LastError       *string               `json:"last_error"`
+	ID              int64  `json:"id"`
+	Name            string `json:"name"`
+	Kind            string `json:"kind"`
+	Target          string `json:"target"`
+	Region          string `json:"region"`
+	IntervalSeconds int64  `json:"interval_seconds"`
+	// RetryIntervalSeconds is null when a failing monitor is re-checked on
+	// its normal interval.
+	RetryIntervalSeconds *int64                `json:"retry_interval_seconds"`
+	TimeoutMS            int64                 `json:"timeout_ms"`
+	Enabled              bool                  `json:"enabled"`
+	HTTP                 *monitor.HTTPSettings `json:"http,omitempty"`
+	State                string                `json:"state"`
+	// Lane is the lane of the next dispatch: priority while failing.
+	Lane             string     `json:"lane"`
+	CheckRequestedAt *time.Time `json:"check_requested_at"`
+	NextCheckAt      time.Time  `json:"next_check_at"`
+	LastCheckedAt    *time.Time `json:"last_checked_at"`
+	LastLatencyMS    *float64   `json:"last_latency_ms"`
+	LastStatusCode   *int       `json:"last_status_code"`
+	LastError        *string    `json:"last_error"`
 }
 
 func monitorsList(ctx context.Context, e env, args []string) error {
@@ -193,13 +208,19 @@ func monitorsList(ctx context.Context, e env, args []string) error {
 	if asJSON {
 		out := make([]monitorJSON, 0, len(mons))
 		for _, m := range mons {
-			out = append(out, monitorJSON{
+			j := monitorJSON{
 				ID: m.ID, Name: m.Name, Kind: m.Kind, Target: m.Target, Region: m.Region,
 				IntervalSeconds: int64(m.Interval / time.Second), TimeoutMS: m.Timeout.Milliseconds(),
-				Enabled: m.Enabled, HTTP: m.Settings.HTTP, State: m.State, NextCheckAt: m.NextCheckAt,
+				Enabled: m.Enabled, HTTP: m.Settings.HTTP, State: m.State, Lane: m.Lane,
+				CheckRequestedAt: m.CheckRequestedAt, NextCheckAt: m.NextCheckAt,
 				LastCheckedAt: m.LastCheckedAt, LastLatencyMS: m.LastLatencyMS,
 				LastStatusCode: m.LastStatusCode, LastError: m.LastError,
-			})
+			}
+			if m.RetryInterval > 0 {
+				retry := int64(m.RetryInterval / time.Second)
+				j.RetryIntervalSeconds = &retry
+			}
+			out = append(out, j)
 		}
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
@@ -207,11 +228,16 @@ func monitorsList(ctx context.Context, e env, args []string) error {
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tKIND\tTARGET\tINTERVAL\tSTATE\tLAST CHECK\tLATENCY\tLAST ERROR")
+	fmt.Fprintln(tw, "ID\tNAME\tKIND\tTARGET\tINTERVAL\tSTATE\tLANE\tLAST CHECK\tLATENCY\tLAST ERROR")
 	for _, m := range mons {
-		state := m.State
+		state, lane := m.State, m.Lane
 		if !m.Enabled {
-			state = "paused"
+			// A paused monitor is not dispatched on any lane.
+			state, lane = "paused", "-"
+		}
+		interval := m.Interval.String()
+		if m.RetryInterval > 0 {
+			interval += " (" + m.RetryInterval.String() + " failing)"
 		}
 		last, latency, lastErr := "-", "-", ""
 		if m.LastCheckedAt != nil {
@@ -223,8 +249,8 @@ func monitorsList(ctx context.Context, e env, args []string) error {
 		if m.LastError != nil {
 			lastErr = oneLine(*m.LastError, 60)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			m.ID, m.Name, m.Kind, m.Target, m.Interval, state, last, latency, lastErr)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			m.ID, m.Name, m.Kind, m.Target, interval, state, lane, last, latency, lastErr)
 	}
 	return tw.Flush()
 }

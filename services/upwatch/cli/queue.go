@@ -296,5 +296,3 @@ func printCheck(e env, mon store.Monitor, r *store.CheckResult, asJSON bool) err
 	}
 	return nil
 }
-
-

@@ -27,19 +27,23 @@ type File struct {
 // durations ("30s") or as whole seconds (interval_seconds: 30), the form the
 // API uses, but not both.
 type Entry struct {
-	Name            string            `yaml:"name"`
-	Kind            string            `yaml:"kind"`
-	Target          string            `yaml:"target"`
-	Interval        string            `yaml:"interval"`
-	IntervalSeconds *int64            `yaml:"interval_seconds"`
-	Timeout         string            `yaml:"timeout"`
-	TimeoutSeconds  *float64          `yaml:"timeout_seconds"`
-	Region          string            `yaml:"region"`
-	Enabled         *bool             `yaml:"enabled"`
-	Method          string            `yaml:"method"`
-	ExpectedStatus  []int             `yaml:"expected_status"`
-	Headers         map[string]string `yaml:"headers"`
-	SkipTLSVerify   bool              `yaml:"skip_tls_verify"`
+	Name            string   `yaml:"name"`
+	Kind            string   `yaml:"kind"`
+	Target          string   `yaml:"target"`
+	Interval        string   `yaml:"interval"`
+	IntervalSeconds *int64   `yaml:"interval_seconds"`
+	Timeout         string   `yaml:"timeout"`
+	TimeoutSeconds  *float64 `yaml:"timeout_seconds"`
+	// RetryInterval is how often a failing monitor is re-checked; its
+	// interval when not set.
+	RetryInterval        string            `yaml:"retry_interval"`
+	RetryIntervalSeconds *int64            `yaml:"retry_interval_seconds"`
+	Region               string            `yaml:"region"`
+	Enabled              *bool             `yaml:"enabled"`
+	Method               string            `yaml:"method"`
+	ExpectedStatus       []int             `yaml:"expected_status"`
+	Headers              map[string]string `yaml:"headers"`
+	SkipTLSVerify        bool              `yaml:"skip_tls_verify"`
 }
 
 // EntryError is a monitor entry that cannot be used: which entry (by
@@ -166,7 +170,7 @@ func (e Entry) spec(fail func(field, msg string)) (monitor.Spec, bool) {
 		}
 		s.Interval = d
 	case e.IntervalSeconds != nil:
-		s.Interval = time.Duration(*e.IntervalSeconds) * time.Second
+		s.Interval = wholeSeconds(*e.IntervalSeconds)
 	default:
 		fail("interval", "is required (for example interval: 30s)")
 		ok = false
@@ -189,6 +193,20 @@ func (e Entry) spec(fail func(field, msg string)) (monitor.Spec, bool) {
 			ok = false
 		}
 	}
+	switch {
+	case e.RetryInterval != "" && e.RetryIntervalSeconds != nil:
+		fail("retry_interval", "set retry_interval or retry_interval_seconds, not both")
+		ok = false
+	case e.RetryInterval != "":
+		d, err := time.ParseDuration(e.RetryInterval)
+		if err != nil {
+			fail("retry_interval", fmt.Sprintf("%q is not a duration (write 10s, 1m)", e.RetryInterval))
+			ok = false
+		}
+		s.RetryInterval = d
+	case e.RetryIntervalSeconds != nil:
+		s.RetryInterval = wholeSeconds(*e.RetryIntervalSeconds)
+	}
 	httpOnly := e.Method != "" || len(e.ExpectedStatus) > 0 || len(e.Headers) > 0 || e.SkipTLSVerify
 	if strings.EqualFold(strings.TrimSpace(e.Kind), monitor.KindHTTP) {
 		s.Settings.HTTP = &monitor.HTTPSettings{
@@ -204,6 +222,14 @@ func (e Entry) spec(fail func(field, msg string)) (monitor.Spec, bool) {
 	return s, ok
 }
 
+// wholeSeconds converts a count of seconds to a duration, clamping counts
+// far outside any valid range so the conversion cannot overflow into a
+// valid-looking value; Normalize then refuses them.
+func wholeSeconds(n int64) time.Duration {
+	const limit = 1_000_000_000 // about 31 years, well past monitor.MaxInterval
+	return time.Duration(max(-limit, min(limit, n))) * time.Second
+}
+
 // fieldName maps a validation field back to the key the entry used: the
 // validator speaks of interval_seconds, but a file that wrote interval: 500ms
 // should be told about interval.
@@ -213,6 +239,8 @@ func (e Entry) fieldName(field string) string {
 		return "interval"
 	case field == "timeout_seconds" && e.Timeout != "":
 		return "timeout"
+	case field == "retry_interval_seconds" && e.RetryInterval != "":
+		return "retry_interval"
 	}
 	return field
 }

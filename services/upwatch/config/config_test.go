@@ -27,6 +27,7 @@ monitors:
     kind: http
     target: http://127.0.0.1:8080/healthz
     interval: 30s
+    retry_interval: 10s
     timeout: 5s
     method: head
     expected_status: [200, 204]
@@ -35,6 +36,7 @@ monitors:
     kind: tcp
     target: 127.0.0.1:4222
     interval_seconds: 15
+    retry_interval_seconds: 5
     timeout_seconds: 1.5
     region: eu-west
     enabled: false
@@ -46,7 +48,7 @@ monitors:
 			t.Fatalf("got %d specs, want 2", len(specs))
 		}
 		h := specs[0]
-		if h.Name != "api health" || h.Kind != monitor.KindHTTP || h.Interval != 30*time.Second ||
+		if h.Name != "api health" || h.Kind != monitor.KindHTTP || h.Interval != 30*time.Second || h.RetryInterval != 10*time.Second ||
 			h.Timeout != 5*time.Second || !h.Enabled || h.Region != monitor.DefaultRegion {
 			t.Errorf("http spec = %+v", h)
 		}
@@ -55,9 +57,27 @@ monitors:
 			t.Errorf("http settings = %+v", h.Settings.HTTP)
 		}
 		tc := specs[1]
-		if tc.Kind != monitor.KindTCP || tc.Interval != 15*time.Second || tc.Timeout != 1500*time.Millisecond ||
+		if tc.Kind != monitor.KindTCP || tc.Interval != 15*time.Second || tc.RetryInterval != 5*time.Second ||
+			tc.Timeout != 1500*time.Millisecond ||
 			tc.Enabled || tc.Region != "eu-west" || tc.Settings.HTTP != nil {
 			t.Errorf("tcp spec = %+v", tc)
+		}
+	})
+
+	t.Run("RetryIntervalIsOptional", func(t *testing.T) {
+		t.Parallel()
+		specs, err := Parse([]byte(`
+monitors:
+  - {name: a, kind: tcp, target: "h:1", interval: 30s}
+  - {name: b, kind: tcp, target: "h:1", interval: 30s, retry_interval: 0s}
+`))
+		if err != nil {
+			t.Fatalf("Parse: %v", err)
+		}
+		for _, s := range specs {
+			if s.RetryInterval != 0 {
+				t.Errorf("%s: retry interval %v, want 0 (the normal interval)", s.Name, s.RetryInterval)
+			}
 		}
 	})
 
@@ -120,6 +140,18 @@ monitors:
 			"HTTPFieldOnTCP":  {`monitors: [{name: a, kind: tcp, target: "h:1", interval: 5s, method: GET}]`, "kind http only"},
 			"DuplicateName": {`monitors: [{name: a, kind: tcp, target: "h:1", interval: 5s}, {name: a, kind: tcp, target: "h:2", interval: 5s}]`,
 				"already used by monitors[0]"},
+			"BothRetryIntervals": {`monitors: [{name: a, kind: tcp, target: "h:1", interval: 5s, retry_interval: 5s, retry_interval_seconds: 5}]`,
+				"retry_interval: set retry_interval or retry_interval_seconds, not both"},
+			"BadRetryDuration": {`monitors: [{name: a, kind: tcp, target: "h:1", interval: 5s, retry_interval: often}]`,
+				`retry_interval: "often" is not a duration`},
+			"ShortRetryInterval": {`monitors: [{name: a, kind: tcp, target: "h:1", interval: 5s, retry_interval: 500ms}]`,
+				"retry_interval: must be at least 1"},
+			"FractionalRetryInterval": {`monitors: [{name: a, kind: tcp, target: "h:1", interval: 5s, retry_interval: 1500ms}]`,
+				"retry_interval: must be a whole number of seconds"},
+			"LongRetryIntervalSeconds": {`monitors: [{name: a, kind: tcp, target: "h:1", interval: 5s, retry_interval_seconds: 99999999999999}]`,
+				"retry_interval_seconds: must be at most"},
+			"NegativeRetryIntervalSeconds": {`monitors: [{name: a, kind: tcp, target: "h:1", interval: 5s, retry_interval_seconds: -1}]`,
+				"retry_interval_seconds: must be at least 1"},
 			"BadKind":   {`monitors: [{name: a, kind: dns, target: "h:1", interval: 5s}]`, `kind: must be http or tcp`},
 			"BadStatus": {`monitors: [{name: a, kind: http, target: "http://h/", interval: 5s, expected_status: [42]}]`, "expected_status"},
 		} {

@@ -246,7 +246,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	mux := http.NewServeMux()
 	mux.Handle("/healthz", admin)
 	mux.Handle("/metrics", admin)
-	mux.Handle("/", api.New(st, mgr, logger, regFor("api"))) // api adds its own component
+	mux.Handle("/", api.New(st, mgr, logger, regFor("api"), api.WithJetStream(mgrJS))) // api adds its own component
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	addrs := Addrs{HTTP: httpLn.Addr().String(), NATSURL: ns.ClientURL(), DatabaseURL: databaseURL}

@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/run"
 
@@ -60,11 +59,15 @@ func runAPI(args []string) error {
 		return err
 	}
 	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
 
 	// Set-up waits for the database schema and the streams; a signal
 	// during the wait is a clean exit, not an error.
 	setupCtx, stopSetup := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err = setUp(setupCtx, st, nc, cfg.Streams, logger)
+	err = setUp(setupCtx, st, js, cfg.Streams, logger)
 	interrupted := setupCtx.Err() != nil
 	stopSetup()
 	if interrupted {
@@ -87,7 +90,7 @@ func runAPI(args []string) error {
 	mux := http.NewServeMux()
 	mux.Handle("/healthz", admin)
 	mux.Handle("/metrics", admin)
-	mux.Handle("/", api.New(st, mgr, logger, reg))
+	mux.Handle("/", api.New(st, mgr, logger, reg, api.WithJetStream(js)))
 	srv, err := service.Listen(cfg.HTTPAddr, mux)
 	if err != nil {
 		return err
@@ -121,13 +124,9 @@ func runAPI(args []string) error {
 // setUp waits until the database carries this binary's schema and NATS
 // accepts the stream definitions, so the API never writes monitors the
 // queue cannot yet serve.
-func setUp(ctx context.Context, st *store.Store, nc *nats.Conn, streams queue.Options, logger *slog.Logger) error {
+func setUp(ctx context.Context, st *store.Store, js jetstream.JetStream, streams queue.Options, logger *slog.Logger) error {
 	if err := st.WaitForSchema(ctx, logger); err != nil {
 		return fmt.Errorf("wait for database schema: %w", err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
 	}
 	// The connection retries in the background while NATS is down, so keep
 	// trying until it is reachable instead of failing the start.
