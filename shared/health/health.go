@@ -125,7 +125,7 @@ type Report struct {
 // Collect measures the queue. It samples the stream twice, window apart,
 // to tell growth from a standing queue.
 func Collect(ctx context.Context, js jetstream.JetStream, st *store.Store, window time.Duration) (Report, error) {
-	var r Report
+	r := Report{Reasons: []string{}, Consumers: []Consumer{}}
 	stream, err := js.Stream(ctx, queue.ChecksStream)
 	if err != nil {
 		return r, fmt.Errorf("open stream %s: %w", queue.ChecksStream, err)
@@ -183,7 +183,7 @@ func Collect(ctx context.Context, js jetstream.JetStream, st *store.Store, windo
 
 // Evaluate sets Status and Reasons from the thresholds.
 func (r *Report) Evaluate(t Thresholds) {
-	r.Status, r.Reasons = OK, nil
+	r.Status, r.Reasons = OK, []string{}
 	raise := func(level, reason string, args ...any) {
 		if rank(level) > rank(r.Status) {
 			r.Status = level

@@ -92,7 +92,7 @@ func (s *Store) ListSkipped(ctx context.Context, monitorID int64, onlyFailed boo
 	rows, err := s.pool.Query(ctx, `
 		SELECT monitor_id, region, due_at, slots, reason, failed, recorded_at FROM skipped_slots
 		WHERE ($1 = 0 OR monitor_id = $1) AND (failed OR NOT $2)
-		ORDER BY recorded_at DESC LIMIT $3`, monitorID, onlyFailed, limit)
+		ORDER BY recorded_at DESC, due_at DESC LIMIT $3`, monitorID, onlyFailed, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list skipped slots: %w", err)
 	}
