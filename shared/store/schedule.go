@@ -56,7 +56,7 @@ const claimSQL = `
 WITH due AS (
 	SELECT id, due_at AS prev_due_at, attempt AS prev_attempt
 	FROM monitors
-	WHERE region = $1 AND enabled AND next_check_at <= now()
+	WHERE region = $1 AND enabled AND next_check_at <= now() + make_interval(secs => $4::bigint / 1000.0)
 	ORDER BY next_check_at
 	LIMIT $2
 	FOR UPDATE SKIP LOCKED
@@ -84,9 +84,11 @@ SELECT id, kind, target, settings, timeout_ms, due_at, attempt,
 	round(extract(epoch FROM due_at - prev_due_at) / interval_seconds)::int, lane
 FROM claimed`
 
-// ClaimDue claims up to limit due monitors of a region for dispatch.
-func (s *Store) ClaimDue(ctx context.Context, region string, limit int, minLease time.Duration) ([]Claimed, error) {
-	rows, err := s.pool.Query(ctx, claimSQL, region, limit, minLease.Milliseconds())
+// ClaimDue claims up to limit monitors of a region that are due now or
+// within lookahead, for dispatch. Claiming ahead lets a checker start each
+// check at its due time instead of up to a tick late.
+func (s *Store) ClaimDue(ctx context.Context, region string, limit int, minLease, lookahead time.Duration) ([]Claimed, error) {
+	rows, err := s.pool.Query(ctx, claimSQL, region, limit, minLease.Milliseconds(), lookahead.Milliseconds())
 	if err != nil {
 		return nil, fmt.Errorf("claim due monitors: %w", err)
 	}

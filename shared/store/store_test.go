@@ -59,7 +59,7 @@ func TestStore(t *testing.T) {
 		st, _ := pgtest.NewStore(t)
 		m := newMonitor(t, st, "a", 10*time.Second)
 
-		claimed, err := st.ClaimDue(ctx, "default", 10, 30*time.Second)
+		claimed, err := st.ClaimDue(ctx, "default", 10, 30*time.Second, 0)
 		require.NoError(t, err)
 		require.Len(t, claimed, 1)
 		c := claimed[0]
@@ -69,7 +69,7 @@ func TestStore(t *testing.T) {
 		require.WithinDuration(t, m.DueAt, c.DueAt, time.Millisecond)
 
 		// Leased: a second claim finds nothing.
-		again, err := st.ClaimDue(ctx, "default", 10, 30*time.Second)
+		again, err := st.ClaimDue(ctx, "default", 10, 30*time.Second, 0)
 		require.NoError(t, err)
 		require.Empty(t, again)
 
@@ -94,13 +94,29 @@ func TestStore(t *testing.T) {
 		require.Len(t, rows, 1)
 	})
 
+	t.Run("LookaheadClaimsSlotsDueSoon", func(t *testing.T) {
+		st, _ := pgtest.NewStore(t)
+		m := newMonitor(t, st, "soon", time.Minute)
+		_, err := st.Pool().Exec(ctx, `UPDATE monitors SET due_at = now() + interval '600 ms',
+			next_check_at = now() + interval '600 ms' WHERE id = $1`, m.ID)
+		require.NoError(t, err)
+		none, err := st.ClaimDue(ctx, "default", 10, 30*time.Second, 0)
+		require.NoError(t, err)
+		require.Empty(t, none, "not due yet")
+		claimed, err := st.ClaimDue(ctx, "default", 10, 30*time.Second, time.Second)
+		require.NoError(t, err)
+		require.Len(t, claimed, 1)
+		require.True(t, claimed[0].DueAt.After(time.Now()), "the slot is kept, not moved to now")
+		require.Zero(t, claimed[0].Coalesced)
+	})
+
 	t.Run("MissedSlotsAreCoalescedAndRecorded", func(t *testing.T) {
 		st, _ := pgtest.NewStore(t)
 		m := newMonitor(t, st, "b", 10*time.Second)
 		_, err := st.Pool().Exec(ctx, `UPDATE monitors SET due_at = now() - interval '95 seconds',
 			next_check_at = now() - interval '95 seconds' WHERE id = $1`, m.ID)
 		require.NoError(t, err)
-		claimed, err := st.ClaimDue(ctx, "default", 10, 30*time.Second)
+		claimed, err := st.ClaimDue(ctx, "default", 10, 30*time.Second, 0)
 		require.NoError(t, err)
 		require.Len(t, claimed, 1)
 		require.Equal(t, 9, claimed[0].Coalesced)
@@ -114,12 +130,12 @@ func TestStore(t *testing.T) {
 	t.Run("ExpiredLeaseRedispatchesTheSameSlotAsANewAttempt", func(t *testing.T) {
 		st, _ := pgtest.NewStore(t)
 		m := newMonitor(t, st, "c", time.Hour)
-		first, err := st.ClaimDue(ctx, "default", 10, 30*time.Second)
+		first, err := st.ClaimDue(ctx, "default", 10, 30*time.Second, 0)
 		require.NoError(t, err)
 		require.Len(t, first, 1)
 		_, err = st.Pool().Exec(ctx, `UPDATE monitors SET next_check_at = now() WHERE id = $1`, m.ID)
 		require.NoError(t, err)
-		second, err := st.ClaimDue(ctx, "default", 10, 30*time.Second)
+		second, err := st.ClaimDue(ctx, "default", 10, 30*time.Second, 0)
 		require.NoError(t, err)
 		require.Len(t, second, 1)
 		require.Equal(t, first[0].DueAt, second[0].DueAt)
@@ -133,7 +149,7 @@ func TestStore(t *testing.T) {
 		st, _ := pgtest.NewStore(t)
 		gone := newMonitor(t, st, "gone", time.Minute)
 		paused := newMonitor(t, st, "paused", time.Minute)
-		claimed, err := st.ClaimDue(ctx, "default", 10, 30*time.Second)
+		claimed, err := st.ClaimDue(ctx, "default", 10, 30*time.Second, 0)
 		require.NoError(t, err)
 		require.Len(t, claimed, 2)
 		require.NoError(t, st.DeleteMonitor(ctx, gone.ID))
@@ -151,7 +167,7 @@ func TestStore(t *testing.T) {
 		// Paused monitors are not claimed.
 		_, err = st.Pool().Exec(ctx, `UPDATE monitors SET next_check_at = now() - interval '1 hour'`)
 		require.NoError(t, err)
-		again, err := st.ClaimDue(ctx, "default", 10, 30*time.Second)
+		again, err := st.ClaimDue(ctx, "default", 10, 30*time.Second, 0)
 		require.NoError(t, err)
 		require.Empty(t, again)
 	})
@@ -170,7 +186,7 @@ func TestStore(t *testing.T) {
 			go func() {
 				var ids []int64
 				for {
-					c, err := st.ClaimDue(ctx, "default", 25, 30*time.Second)
+					c, err := st.ClaimDue(ctx, "default", 25, 30*time.Second, 0)
 					if err != nil || len(c) == 0 {
 						out <- res{ids, err}
 						return

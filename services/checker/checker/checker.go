@@ -152,10 +152,34 @@ func (c *Checker) Run(ctx context.Context) error {
 				continue
 			}
 		}
+		chk, err := decode(msg)
 		wg.Add(1)
+		if wait := time.Until(chk.DueAt); err == nil && wait > 0 && wait < maxEarly {
+			// Dispatched ahead of its slot: start it on time, and take a
+			// place among the running checks only then.
+			<-sem
+			go func() {
+				defer wg.Done()
+				select {
+				case <-time.After(wait):
+				case <-ctx.Done():
+					c.handBack(msg)
+					return
+				}
+				select {
+				case sem <- struct{}{}:
+				case <-ctx.Done():
+					c.handBack(msg)
+					return
+				}
+				defer func() { <-sem }()
+				c.handle(checkCtx, msg, chk, nil)
+			}()
+			continue
+		}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			c.handle(checkCtx, msg)
+			c.handle(checkCtx, msg, chk, err)
 		}()
 	}
 	readers.Wait()
@@ -239,13 +263,25 @@ func (c *Checker) terminate(msg jetstream.Msg, reason string) {
 	}
 }
 
-// handle runs one check and reports its outcome.
-func (c *Checker) handle(ctx context.Context, msg jetstream.Msg) {
+// maxEarly bounds how long a check dispatched ahead of its slot waits for
+// it. The ticker claims at most a tick ahead; a longer wait means the
+// clocks disagree, and then the check runs at once rather than wait out
+// its AckWait.
+const maxEarly = 5 * time.Second
+
+// decode reads a check message.
+func decode(msg jetstream.Msg) (queue.Check, error) {
 	var chk queue.Check
 	err := json.Unmarshal(msg.Data(), &chk)
 	if err == nil {
 		err = chk.Validate()
 	}
+	return chk, err
+}
+
+// handle runs one decoded check (err: why it could not be decoded) and
+// reports its outcome.
+func (c *Checker) handle(ctx context.Context, msg jetstream.Msg, chk queue.Check, err error) {
 	if err != nil {
 		c.logger.Error("malformed check message; terminating it", "subject", msg.Subject(), "err", err)
 		c.reportFailure(ctx, msg, chk, "malformed check message: "+err.Error())
@@ -270,7 +306,7 @@ func (c *Checker) handle(ctx context.Context, msg jetstream.Msg) {
 	defer c.metrics.inFlight.Dec()
 	stopProgress := c.keepAlive(msg, chk.Timeout())
 	started := time.Now()
-	c.metrics.lag.Observe(started.Sub(chk.DueAt).Seconds())
+	c.metrics.lag.Observe(max(0, started.Sub(chk.DueAt).Seconds()))
 	out := c.prober.Run(ctx, chk.Kind, chk.Target, chk.Settings, chk.Timeout())
 	finished := time.Now()
 	stopProgress()

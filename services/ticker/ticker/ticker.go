@@ -32,16 +32,20 @@ type Config struct {
 	// MinLease is the shortest time a claimed monitor stays claimed without
 	// an outcome before it is dispatched again.
 	MinLease time.Duration
+	// Lookahead claims monitors due within this much of now; checkers hold
+	// each check until its due time. One tick ahead takes the tick out of
+	// the scheduling lag.
+	Lookahead time.Duration
 }
 
 // DefaultConfig is a 1 s tick.
 func DefaultConfig() Config {
-	return Config{Region: "default", Tick: time.Second, Batch: 2000, MinLease: 45 * time.Second}
+	return Config{Region: "default", Tick: time.Second, Batch: 2000, MinLease: 45 * time.Second, Lookahead: time.Second}
 }
 
 // Store is what the ticker needs from the database.
 type Store interface {
-	ClaimDue(ctx context.Context, region string, limit int, minLease time.Duration) ([]store.Claimed, error)
+	ClaimDue(ctx context.Context, region string, limit int, minLease, lookahead time.Duration) ([]store.Claimed, error)
 	Unclaim(ctx context.Context, ids []int64) error
 	ClaimManual(ctx context.Context, region string, limit int, minLease time.Duration) ([]store.Claimed, error)
 	UnclaimManual(ctx context.Context, claimed []store.Claimed) error
@@ -165,7 +169,7 @@ func (t *Ticker) Tick(ctx context.Context) error {
 		}
 	}
 	for {
-		claimed, err := t.st.ClaimDue(ctx, t.cfg.Region, t.cfg.Batch, t.cfg.MinLease)
+		claimed, err := t.st.ClaimDue(ctx, t.cfg.Region, t.cfg.Batch, t.cfg.MinLease, t.cfg.Lookahead)
 		if err != nil {
 			return err
 		}
@@ -207,10 +211,10 @@ func (t *Ticker) dispatch(ctx context.Context, claimed []store.Claimed) error {
 		if err != nil {
 			return fmt.Errorf("encode check of monitor %d: %w", c.ID, err)
 		}
-		// The message expires a second before the lease, so a re-dispatch
-		// after the lease never finds the old message still holding the
-		// subject.
-		ttl := max(c.Lease-time.Second, time.Second)
+		// The message expires before the lease runs out (less the
+		// lookahead, when the ticker claims it again), so a re-dispatch
+		// never finds the old message still holding the subject.
+		ttl := max(c.Lease-t.cfg.Lookahead-time.Second, time.Second)
 		msgID := queue.CheckMsgID(c.ID, t.cfg.Region, c.DueAt, c.Attempt)
 		if c.Manual {
 			msgID = queue.ManualCheckMsgID(c.ID, t.cfg.Region, c.DueAt)

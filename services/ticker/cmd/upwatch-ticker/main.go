@@ -32,6 +32,7 @@ func mainErr() error {
 	fs.DurationVar(&tcfg.Tick, "tick", envDuration("TICK", tcfg.Tick), "how often due monitors are claimed (env TICK)")
 	fs.IntVar(&tcfg.Batch, "batch", tcfg.Batch, "most monitors claimed by one statement")
 	fs.DurationVar(&tcfg.MinLease, "min-lease", tcfg.MinLease, "shortest wait for an outcome before a slot is dispatched again")
+	fs.DurationVar(&tcfg.Lookahead, "lookahead", tcfg.Lookahead, "claim monitors due within this much of now; checkers start them on time (0: claim only what is due)")
 	_ = fs.Parse(os.Args[1:])
 	tcfg.Region = cfg.Region
 
