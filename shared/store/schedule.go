@@ -68,7 +68,9 @@ WITH due AS (
 			THEN 1 ELSE m.attempt + 1 END,
 		next_check_at = now() + make_interval(secs => greatest($3::bigint, 2 * m.timeout_ms + 5000) / 1000.0)
 	FROM due
-	WHERE m.id = due.id
+	-- ANY(ARRAY(…)) makes these primary-key lookups; a plain join with
+	-- due is planned as a merge join over the whole monitors table.
+	WHERE m.id = ANY(ARRAY(SELECT id FROM due)) AND m.id = due.id
 	RETURNING m.id, m.kind, m.target, m.settings, m.timeout_ms, m.interval_seconds, m.due_at, m.attempt,
 		m.lane, due.prev_due_at, due.prev_attempt
 ), skipped AS (
