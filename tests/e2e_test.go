@@ -46,7 +46,7 @@ func TestServicesAsSeparateProcesses(t *testing.T) {
 
 	api := "http://" + addrs["upwatch-api"] + "/api/v1"
 	body := fmt.Sprintf(`{"name":"e2e","kind":"http","target":%q,"interval_seconds":2,"timeout_seconds":1}`, tg.url("/e2e"))
-	resp, err := http.Post(api+"/monitors", "application/json", strings.NewReader(body)) //nolint:noctx // test
+	resp, err := http.Post(api+"/monitors", "application/json", strings.NewReader(body))
 	require.NoError(t, err)
 	var created struct {
 		ID int64 `json:"id"`

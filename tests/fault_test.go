@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -480,7 +481,8 @@ func (d *deployment) health() (int, string) {
 	cmd := exec.Command(filepath.Join(d.bin, "upwatch"), "queue", "health", "--json", "--window", "1s")
 	cmd.Env = append(os.Environ(), "NATS_URL="+d.natsURL(), "DATABASE_URL="+d.dbURL)
 	out, err := cmd.Output()
-	if exitErr, ok := err.(*exec.ExitError); ok {
+	var exitErr *exec.ExitError
+	if errors.As(err, &exitErr) {
 		return exitErr.ExitCode(), string(out)
 	}
 	require.NoError(d.t, err)

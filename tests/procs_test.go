@@ -21,7 +21,7 @@ import (
 var (
 	buildOnce sync.Once
 	binDir    string
-	buildErr  error
+	errBuild  error
 )
 
 // binaries builds the service binaries, and a nats-server, once per test
@@ -31,8 +31,8 @@ func binaries(t *testing.T) string {
 	buildOnce.Do(func() {
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Dir(filepath.Dir(file))
-		binDir, buildErr = os.MkdirTemp("", "upwatch-e2e-bin-")
-		if buildErr != nil {
+		binDir, errBuild = os.MkdirTemp("", "upwatch-e2e-bin-")
+		if errBuild != nil {
 			return
 		}
 		cmd := exec.Command("go", "build", "-o", binDir+"/",
@@ -45,10 +45,10 @@ func binaries(t *testing.T) string {
 		cmd.Dir = root
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
+			errBuild = fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	})
-	require.NoError(t, buildErr)
+	require.NoError(t, errBuild)
 	return binDir
 }
 
@@ -145,7 +145,7 @@ func (l *lockedWriter) tail(n int) string {
 }
 
 func httpGet(url string) (int, string) {
-	resp, err := http.Get(url) //nolint:gosec,noctx // test URL on loopback
+	resp, err := http.Get(url)
 	if err != nil {
 		return 0, err.Error()
 	}

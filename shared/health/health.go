@@ -172,7 +172,7 @@ func Collect(ctx context.Context, js jetstream.JetStream, st *store.Store, windo
 	if err := consumers.Err(); err != nil && !errors.Is(err, jetstream.ErrEndOfData) {
 		return r, fmt.Errorf("list consumers: %w", err)
 	}
-	r.Pending = info.State.Msgs - min(info.State.Msgs, uint64(r.InFlight))
+	r.Pending = info.State.Msgs - min(info.State.Msgs, uint64(max(r.InFlight, 0)))
 	r.ProcessedPerMinute = stats.StoredLastMinute
 	r.ExpectedPerMinute = stats.ExpectedPerMinute
 	r.FailedLastHour = stats.FailedLastHour

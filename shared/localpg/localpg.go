@@ -63,6 +63,7 @@ func versionOf(binDir string) float64 {
 
 func hasServer(dir string) bool {
 	for _, name := range []string{"initdb", "postgres"} {
+		//nolint:gosec // dir is the operator's PG_BIN_DIR or a known system directory
 		if st, err := os.Stat(filepath.Join(dir, name)); err != nil || st.IsDir() {
 			return false
 		}
@@ -142,6 +143,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		}
 	}
 	if _, err := os.Stat(filepath.Join(dataDir, "PG_VERSION")); errors.Is(err, os.ErrNotExist) {
+		//nolint:gosec // runs the system's initdb, found by FindBinDir
 		init := exec.CommandContext(ctx, filepath.Join(binDir, "initdb"), "-D", dataDir, "-U", superuser,
 			"--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
 		init.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
@@ -163,13 +165,15 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if !opts.Durable {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
 	}
-	s.cmd = exec.Command(filepath.Join(binDir, "postgres"), args...)
+	// The server outlives the start context; Stop and Kill end it.
+	s.cmd = exec.Command(filepath.Join(binDir, "postgres"), args...) //nolint:gosec,noctx // the system's postgres, found by FindBinDir
 	// The server dies with us: a killed upwatch must not leave a server
 	// holding the data directory.
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGTERM, Setpgid: true}
 	logw := opts.Log
 	if logw == nil {
-		f, err := os.OpenFile(filepath.Join(dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		logPath := filepath.Join(dir, "postgres.log")
+		f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600) //nolint:gosec // our own data directory
 		if err != nil {
 			return nil, fmt.Errorf("open server log: %w", err)
 		}
@@ -241,7 +245,7 @@ func (s *Server) waitReady(ctx context.Context) error {
 	for time.Now().Before(deadline) {
 		select {
 		case <-s.done:
-			return fmt.Errorf("postgres exited during start (%v); see %s", s.err,
+			return fmt.Errorf("postgres exited during start (%w); see %s", s.err,
 				filepath.Join(s.opts.Dir, "postgres.log"))
 		case <-ctx.Done():
 			return ctx.Err()

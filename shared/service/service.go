@@ -158,7 +158,8 @@ type HTTPServer struct {
 // Listen binds addr now, so a busy port is reported at start with a clear
 // message rather than from inside the run group.
 func Listen(addr string, h http.Handler) (*HTTPServer, error) {
-	ln, err := net.Listen("tcp", addr)
+	var lc net.ListenConfig
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s (is another process using it? choose another with --http-addr or HTTP_ADDR): %w", addr, err)
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -198,7 +199,7 @@ type BadMessage struct {
 // RecordBadMessage keeps a malformed message and why it was refused.
 func (s *Store) RecordBadMessage(ctx context.Context, m BadMessage) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO bad_messages (stream, subject, seq, reason, data) VALUES ($1, $2, $3, $4, $5)`,
-		m.Stream, m.Subject, int64(m.Seq), m.Reason, m.Data)
+		m.Stream, m.Subject, int64(min(m.Seq, math.MaxInt64)), m.Reason, m.Data)
 	if err != nil {
 		return fmt.Errorf("record bad message from %s: %w", m.Stream, err)
 	}
@@ -319,9 +320,9 @@ func (s *Store) WriteResults(ctx context.Context, results []queue.Result) (Write
 		manual     = make([]bool, n)
 	)
 	for i, r := range results {
-		ids[i], regions[i], dues[i], attempts[i] = r.MonitorID, r.Region, r.DueAt, int32(r.Attempt)
+		ids[i], regions[i], dues[i], attempts[i] = r.MonitorID, r.Region, r.DueAt, clampInt32(r.Attempt)
 		starts[i], checks[i], ups[i], latencies[i] = r.StartedAt, r.FinishedAt, r.Up, r.LatencyMS
-		statusCode[i], errs[i], manual[i] = int32(r.StatusCode), r.Error, r.Manual
+		statusCode[i], errs[i], manual[i] = clampInt32(r.StatusCode), r.Error, r.Manual
 	}
 	var stored, live, discarded int
 	err := s.pool.QueryRow(ctx, writeResultsSQL, ids, regions, dues, attempts, starts, checks, ups,
@@ -330,4 +331,10 @@ func (s *Store) WriteResults(ctx context.Context, results []queue.Result) (Write
 		return WriteStats{}, fmt.Errorf("write %d results: %w", n, err)
 	}
 	return WriteStats{Stored: stored, Duplicates: live - stored, Discarded: discarded}, nil
+}
+
+// clampInt32 narrows a count from a message to a database integer; a value
+// out of range can only come from a corrupt message.
+func clampInt32(n int) int32 {
+	return int32(max(min(n, math.MaxInt32), math.MinInt32))
 }

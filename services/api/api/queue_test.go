@@ -326,7 +326,8 @@ func TestDashboardChecksAndSkipped(t *testing.T) {
 	// The button redirects back to the page, which says what happened.
 	noFollow := *srv.Client()
 	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	post := func(path string) *http.Response {
+	// post answers the status and the redirect target.
+	post := func(path string) (int, string) {
 		t.Helper()
 		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL+path, strings.NewReader(""))
 		require.NoError(t, err)
@@ -334,11 +335,11 @@ func TestDashboardChecksAndSkipped(t *testing.T) {
 		resp, err := noFollow.Do(req)
 		require.NoError(t, err)
 		require.NoError(t, resp.Body.Close())
-		return resp
+		return resp.StatusCode, resp.Header.Get("Location")
 	}
-	resp := post(page + "/check")
-	assert.Equal(t, http.StatusSeeOther, resp.StatusCode)
-	assert.Equal(t, page+"?check=requested", resp.Header.Get("Location"))
+	code, location := post(page + "/check")
+	assert.Equal(t, http.StatusSeeOther, code)
+	assert.Equal(t, page+"?check=requested", location)
 	mon, err := b.st.GetMonitor(t.Context(), m.ID)
 	require.NoError(t, err)
 	assert.NotNil(t, mon.CheckRequestedAt)
@@ -351,13 +352,15 @@ func TestDashboardChecksAndSkipped(t *testing.T) {
 
 	var paused monitorJSON
 	callJSON(t, srv, http.MethodPost, monitorPath(m.ID, "/pause"), nil, &paused)
-	resp = post(page + "/check")
-	assert.Equal(t, http.StatusSeeOther, resp.StatusCode)
-	assert.Equal(t, page+"?check=paused", resp.Header.Get("Location"))
+	code, location = post(page + "/check")
+	assert.Equal(t, http.StatusSeeOther, code)
+	assert.Equal(t, page+"?check=paused", location)
 	_, body = call(t, srv, http.MethodGet, page+"?check=paused", nil)
 	assert.Contains(t, string(body), "The monitor is paused")
 	assert.NotContains(t, string(body), "Check now</button>", "a paused monitor has no button")
 
-	assert.Equal(t, http.StatusNotFound, post(fmt.Sprintf("/monitors/%d/check", m.ID+100)).StatusCode)
-	assert.Equal(t, http.StatusNotFound, post("/monitors/abc/check").StatusCode)
+	code, _ = post(fmt.Sprintf("/monitors/%d/check", m.ID+100))
+	assert.Equal(t, http.StatusNotFound, code)
+	code, _ = post("/monitors/abc/check")
+	assert.Equal(t, http.StatusNotFound, code)
 }

@@ -81,7 +81,7 @@ func (e usageError) Error() string { return e.msg }
 func report(stderr io.Writer, name string, err error) int {
 	var ue usageError
 	var se *up.StartError
-	var es exitStatus
+	var es exitStatusError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return exitOK

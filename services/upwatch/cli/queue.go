@@ -66,11 +66,11 @@ func openQueue(ctx context.Context, db dbFlags, needDB bool) (jetstream.JetStrea
 	}, nil
 }
 
-// exitStatus carries a command's own exit status (the health command's
+// exitStatusError carries a command's own exit status (the health command's
 // 0/1/2/3), after it has printed everything it has to say.
-type exitStatus int
+type exitStatusError int
 
-func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+func (e exitStatusError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 func queueHealth(ctx context.Context, e env, args []string) error {
 	fs := newFlagSet(e, "queue health", "queue health [--json] [flags]")
@@ -99,7 +99,7 @@ func queueHealth(ctx context.Context, e env, args []string) error {
 		printHealth(e, rep)
 	}
 	if code := health.ExitCode(rep.Status); code != 0 {
-		return exitStatus(code)
+		return exitStatusError(code)
 	}
 	return nil
 }
@@ -259,7 +259,7 @@ func runCheck(ctx context.Context, e env, args []string) error {
 		if time.Now().After(deadline) {
 			fmt.Fprintf(e.stderr, "upwatch check: no outcome for monitor %d within %s (is a ticker and a checker of region %q running?)\n",
 				*id, *timeout, mon.Region)
-			return exitStatus(3)
+			return exitStatusError(3)
 		}
 		select {
 		case <-ctx.Done():
@@ -292,7 +292,7 @@ func printCheck(e env, mon store.Monitor, r *store.CheckResult, asJSON bool) err
 		fmt.Fprintln(e.stdout, line)
 	}
 	if !r.Up {
-		return exitStatus(1)
+		return exitStatusError(1)
 	}
 	return nil
 }
