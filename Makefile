@@ -43,6 +43,19 @@ run: setup build ## Run everything on this machine with the example monitors
 test: setup ## Run every module's tests with the race detector
 	$(GO) test -race -count=1 -timeout 20m $(addsuffix /...,$(MODULES))
 
+# Benchmark settings: make bench WORKLOAD=steady MONITORS=10000 INTERVAL=10s DURATION=60s
+WORKLOAD ?= steady
+MONITORS ?= 100000
+INTERVAL ?= 60s
+DURATION ?= 120s
+WARMUP ?= 60s
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: setup ## Benchmark the whole system (WORKLOAD, MONITORS, INTERVAL, DURATION, WARMUP, BENCH_ARGS)
+	$(GO) run ./tests/bench/cmd/upwatch-bench --workload $(WORKLOAD) --monitors $(MONITORS) \
+		--interval $(INTERVAL) --duration $(DURATION) --warmup $(WARMUP) --out bench-results $(BENCH_ARGS)
+
 .PHONY: vet
 vet: ## Run go vet over every module
 	$(GO) vet $(addsuffix /...,$(MODULES))

@@ -329,7 +329,7 @@ func TestFaults(t *testing.T) {
 		// Without the results service no outcome moves a monitor to its
 		// next slot, so the ticker re-dispatches only as leases run out:
 		// fewer slots are checked, and the rest are recorded as failed.
-		d.requireNothingLost(0.25)
+		d.requireNothingLost(0.15)
 	})
 
 	t.Run("NATSRestarted", func(t *testing.T) {
