@@ -24,7 +24,9 @@ func TestEvaluate(t *testing.T) {
 		{"Healthy", func(*Report) {}, OK, ""},
 		{"PendingPastWarning", func(r *Report) { r.Pending = 150 }, Warning, "messages waiting"},
 		{"PendingPastCritical", func(r *Report) { r.Pending = 600 }, Critical, "messages waiting"},
-		{"SmallFleetFloor", func(r *Report) { r.ActiveMonitors, r.ExpectedPerMinute, r.ProcessedPerMinute, r.Pending = 10, 10, 10, 50 }, OK, ""},
+		{"SmallFleetFloor", func(r *Report) {
+			r.ActiveMonitors, r.ExpectedPerMinute, r.ProcessedPerMinute, r.Pending = 10, 10, 10, 50
+		}, OK, ""},
 		{"StreamNearlyFull", func(r *Report) { r.Depth = 9500 }, Critical, "cap of 10000"},
 		{"OldMessage", func(r *Report) { r.OldestPendingSeconds = 45 }, Warning, "oldest message"},
 		{"VeryOldMessage", func(r *Report) { r.OldestPendingSeconds = 300 }, Critical, "oldest message"},
