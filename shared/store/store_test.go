@@ -209,6 +209,44 @@ func TestStore(t *testing.T) {
 		require.Len(t, seen, 300)
 	})
 
+	t.Run("RollupsAndUptime", func(t *testing.T) {
+		st, _ := pgtest.NewStore(t)
+		m := newMonitor(t, st, "r", time.Minute)
+		// Ten checks two hours ago (8 up), and three in the current hour (all up).
+		base := time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour)
+		var batch []queue.Result
+		for i := range 10 {
+			due := base.Add(time.Duration(i) * time.Minute)
+			batch = append(batch, queue.Result{MonitorID: m.ID, Region: "default", DueAt: due, Attempt: 1,
+				StartedAt: due, FinishedAt: due, Up: i >= 2, LatencyMS: float64(10 * (i + 1))})
+		}
+		for i := range 3 {
+			due := time.Now().Add(-time.Duration(i+1) * time.Second)
+			batch = append(batch, queue.Result{MonitorID: m.ID, Region: "default", DueAt: due, Attempt: 1,
+				StartedAt: due, FinishedAt: due, Up: true, LatencyMS: 5})
+		}
+		_, err := st.WriteResults(ctx, batch)
+		require.NoError(t, err)
+
+		hours, err := st.RollUp(ctx, time.Now(), 3*time.Hour)
+		require.NoError(t, err)
+		require.Equal(t, 1, hours)
+		again, err := st.RollUp(ctx, time.Now(), 3*time.Hour)
+		require.NoError(t, err)
+		require.Equal(t, 1, again, "rolling up again recomputes, not adds")
+		var checks, up int
+		require.NoError(t, st.Pool().QueryRow(ctx, `SELECT checks, up_checks FROM check_rollups_hourly WHERE monitor_id = $1`, m.ID).Scan(&checks, &up))
+		require.Equal(t, [2]int{10, 8}, [2]int{checks, up})
+
+		u, err := st.Uptime(ctx, m.ID, time.Now().Add(-24*time.Hour))
+		require.NoError(t, err)
+		require.EqualValues(t, 13, u.Checks, "rolled-up hours plus raw rows of the hour not rolled up yet")
+		require.EqualValues(t, 11, u.UpChecks)
+		require.InDelta(t, 100*11.0/13, u.Percent, 0.001)
+		require.InDelta(t, 100.0, u.MaxLatencyMS, 0.001)
+		require.InDelta(t, (550.0+15)/13, u.AvgLatencyMS, 0.001)
+	})
+
 	t.Run("PartitionsAreCreatedAndDropped", func(t *testing.T) {
 		st, _ := pgtest.NewStore(t)
 		old := time.Now().AddDate(0, 0, -40)

@@ -43,6 +43,7 @@ type Store interface {
 	RecordBadMessage(ctx context.Context, m store.BadMessage) error
 	EnsurePartitions(ctx context.Context, from time.Time, days int) error
 	DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]string, error)
+	RollUp(ctx context.Context, now time.Time, lookback time.Duration) (int, error)
 }
 
 // Service stores outcomes.
@@ -101,6 +102,7 @@ func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.maintainPartitions(ctx) })
 	wg.Go(func() { s.clearExhausted(ctx) })
+	wg.Go(func() { s.rollUp(ctx) })
 	defer wg.Wait()
 	for ctx.Err() == nil {
 		if err := s.consume(ctx); err != nil && ctx.Err() == nil {
@@ -327,6 +329,21 @@ func (s *Service) clearOne(ctx context.Context, checks jetstream.Stream, msg jet
 	s.logger.Warn("cleared a check that ran out of deliveries", "seq", adv.StreamSeq, "monitor", chk.MonitorID,
 		"due_at", chk.DueAt, "deliveries", adv.Deliveries)
 	return nil
+}
+
+// rollUp keeps the hourly rollups current, every few minutes. It looks
+// back three hours so outcomes stored late, after an outage, still count.
+func (s *Service) rollUp(ctx context.Context) {
+	for {
+		if _, err := s.st.RollUp(ctx, time.Now(), 3*time.Hour); err != nil && ctx.Err() == nil {
+			s.logger.Warn("roll up results", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Minute):
+		}
+	}
 }
 
 // maintainPartitions keeps daily result partitions made a week ahead and
