@@ -86,6 +86,7 @@ func New(st *store.Store, mgr *manage.Manager, logger *slog.Logger, reg promethe
 	s.mux.HandleFunc("POST /api/v1/monitors/{id}/pause", s.setEnabled(false))
 	s.mux.HandleFunc("POST /api/v1/monitors/{id}/resume", s.setEnabled(true))
 	s.mux.HandleFunc("GET /api/v1/monitors/{id}/results", s.listResults)
+	s.mux.HandleFunc("GET /api/v1/monitors/{id}/uptime", s.monitorUptime)
 	s.mux.HandleFunc("POST /api/v1/monitors/{id}/check", s.requestCheck)
 	s.mux.HandleFunc("GET /api/v1/monitors/{id}/skipped", s.listSkipped)
 	s.mux.HandleFunc("GET /api/v1/skipped", s.listSkipped)

@@ -284,7 +284,7 @@ func TestAPI(t *testing.T) {
 			Monitors []monitorJSON `json:"monitors"`
 		}
 		_, raw := call(t, srv, http.MethodGet, "/api/v1/monitors", nil)
-		assert.JSONEq(t, `{"monitors":[]}`, string(raw), "an empty list is [] rather than null")
+		assert.JSONEq(t, `{"monitors":[],"next_after":null}`, string(raw), "an empty list is [] rather than null")
 
 		a := create(t, srv, httpMonitor("a"))
 		b := create(t, srv, httpMonitor("b"))

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +25,13 @@ const (
 	dashboardSkipped = 20
 )
 
+// What the dashboard shows: the first down monitors, then a page of the
+// listing. A fleet can be far too large for one page.
+const (
+	dashboardDown = 200
+	dashboardPage = 200
+)
+
 // parsePages parses the embedded templates. They are part of the binary,
 // so a parse failure is a build defect and panics at start-up (the tests
 // render every page).
@@ -34,19 +43,67 @@ func parsePages() *template.Template {
 		"ms":       millis,
 		"deref":    derefString,
 		"status":   statusCode,
+		"uptime":   uptimeText,
+		"table":    newMonitorTable,
 	}
 	return template.Must(template.New("pages").Funcs(funcs).ParseFS(templateFS, "templates/*.html"))
 }
 
 type dashboardData struct {
-	Monitors []store.Monitor
-	Now      time.Time
+	// Counts has the number of monitors in each state; Total is their sum.
+	Counts map[string]int64
+	Total  int64
+	// Down holds the first down monitors matching the search, shown above
+	// the listing on its first page; MoreDownURL lists the rest, if any.
+	ShowDown    bool
+	Down        []store.Monitor
+	MoreDownURL string
+	// Monitors is the page of the listing. NextPageURL continues it and
+	// FirstPageURL goes back to its start; each is empty when there is
+	// nowhere to go.
+	Monitors     []store.Monitor
+	NextPageURL  string
+	FirstPageURL string
+	// State and Query filter the listing.
+	State string
+	Query string
+	Now   time.Time
+}
+
+// monitorTable is what the "monitors" template renders.
+type monitorTable struct {
+	Rows []store.Monitor
+	Now  time.Time
+}
+
+func newMonitorTable(rows []store.Monitor, now time.Time) monitorTable {
+	return monitorTable{Rows: rows, Now: now}
+}
+
+// dashboardURL links to the dashboard with the given listing query.
+func dashboardURL(after int64, state, q string) string {
+	v := url.Values{}
+	if after > 0 {
+		v.Set("after", strconv.FormatInt(after, 10))
+	}
+	if state != "" {
+		v.Set("state", state)
+	}
+	if q != "" {
+		v.Set("q", q)
+	}
+	if len(v) == 0 {
+		return "/"
+	}
+	return "/?" + v.Encode()
 }
 
 type monitorPageData struct {
 	Monitor store.Monitor
-	Results []store.CheckResult
-	Skipped []store.SkippedSlot
+	// Uptime over the last day and the last 30 days.
+	Uptime24h, Uptime30d store.Uptime
+	Results              []store.CheckResult
+	Skipped              []store.SkippedSlot
 	// Notice answers the "Check now" button after its redirect.
 	Notice string
 	Now    time.Time
@@ -59,13 +116,49 @@ var checkNotices = map[string]string{
 	"paused":    "The monitor is paused: resume it to check it.",
 }
 
+// dashboard serves /: counts by state, the first down monitors, and a page
+// of monitors (?after to page on, ?state and ?q to filter).
 func (s *server) dashboard(w http.ResponseWriter, r *http.Request) {
-	ms, err := s.st.ListMonitors(r.Context())
+	lq, bad := parseListQuery(r)
+	if len(bad) > 0 {
+		http.Error(w, "bad request: "+bad[0].Field+" "+bad[0].Reason, http.StatusBadRequest)
+		return
+	}
+	counts, err := s.st.CountMonitorsByState(r.Context())
 	if err != nil {
 		s.pageError(w, r, err)
 		return
 	}
-	s.render(w, r, "index.html", dashboardData{Monitors: ms, Now: time.Now()})
+	data := dashboardData{Counts: counts, State: lq.state, Query: lq.q, Now: time.Now()}
+	for _, n := range counts {
+		data.Total += n
+	}
+	// Down monitors first, on the first page of the unfiltered listing.
+	if lq.after == 0 && lq.state == "" && counts[store.StateDown] > 0 {
+		data.ShowDown = true
+		var next int64
+		data.Down, next, err = s.monitorsPage(r, listQuery{q: lq.q}, store.StateDown, dashboardDown)
+		if err != nil {
+			s.pageError(w, r, err)
+			return
+		}
+		if next > 0 {
+			data.MoreDownURL = dashboardURL(0, store.StateDown, lq.q)
+		}
+	}
+	var next int64
+	data.Monitors, next, err = s.monitorsPage(r, lq, lq.state, dashboardPage)
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
+	if next > 0 {
+		data.NextPageURL = dashboardURL(next, lq.state, lq.q)
+	}
+	if lq.after > 0 {
+		data.FirstPageURL = dashboardURL(0, lq.state, lq.q)
+	}
+	s.render(w, r, "index.html", data)
 }
 
 func (s *server) monitorPage(w http.ResponseWriter, r *http.Request) {
@@ -89,9 +182,20 @@ func (s *server) monitorPage(w http.ResponseWriter, r *http.Request) {
 		s.pageError(w, r, err)
 		return
 	}
+	now := time.Now()
+	day, err := s.st.Uptime(r.Context(), id, uptimeSince(now, 24*time.Hour))
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
+	month, err := s.st.Uptime(r.Context(), id, uptimeSince(now, 30*24*time.Hour))
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
 	s.render(w, r, "monitor.html", monitorPageData{
-		Monitor: m, Results: rs, Skipped: skipped,
-		Notice: checkNotices[r.URL.Query().Get("check")], Now: time.Now(),
+		Monitor: m, Uptime24h: day, Uptime30d: month, Results: rs, Skipped: skipped,
+		Notice: checkNotices[r.URL.Query().Get("check")], Now: now,
 	})
 }
 
@@ -194,6 +298,20 @@ func millis(v any) string {
 		}
 	}
 	return "—"
+}
+
+// uptimeText formats an uptime as its percentage and the checks it counts.
+func uptimeText(u store.Uptime) string {
+	if u.Checks == 0 {
+		return "— (no checks)"
+	}
+	checks := "checks"
+	if u.Checks == 1 {
+		checks = "check"
+	}
+	// Rounded down, so a single failure never shows as 100%.
+	pct := math.Floor(u.Percent*100) / 100
+	return fmt.Sprintf("%.2f%% (%d of %d %s up)", pct, u.UpChecks, u.Checks, checks)
 }
 
 func derefString(s *string) string {

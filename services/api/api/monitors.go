@@ -297,19 +297,6 @@ func (s *server) createMonitor(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, toMonitorJSON(m))
 }
 
-func (s *server) listMonitors(w http.ResponseWriter, r *http.Request) {
-	ms, err := s.st.ListMonitors(r.Context())
-	if err != nil {
-		s.internalError(w, r, err)
-		return
-	}
-	out := make([]monitorJSON, 0, len(ms))
-	for _, m := range ms {
-		out = append(out, toMonitorJSON(m))
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"monitors": out})
-}
-
 func (s *server) getMonitor(w http.ResponseWriter, r *http.Request) {
 	id, ok := monitorID(w, r)
 	if !ok {

@@ -179,7 +179,7 @@ func TestQueueHealth(t *testing.T) {
 
 	t.Run("EmptyQueue", func(t *testing.T) {
 		t.Parallel()
-		srv, _ := setup(t)
+		srv, b := setup(t)
 
 		start := time.Now()
 		var rep map[string]any
@@ -198,7 +198,11 @@ func TestQueueHealth(t *testing.T) {
 
 		// A monitor that is due but never checked is judged, and still
 		// answered with 200: the status is in the body.
-		create(t, srv, httpMonitor("homepage"))
+		// It is made older than a minute and an interval: a monitor created
+		// just now owes no checks yet.
+		m := create(t, srv, httpMonitor("homepage"))
+		_, err := b.st.Pool().Exec(t.Context(), `UPDATE monitors SET created_at = now() - interval '5 minutes' WHERE id = $1`, m.ID)
+		require.NoError(t, err)
 		require.Equal(t, http.StatusOK, callJSON(t, srv, http.MethodGet, "/api/v1/queue/health?window=100ms", nil, &rep))
 		assert.InDelta(t, 0.1, rep["window_seconds"], 1e-9)
 		assert.InDelta(t, 1, rep["active_monitors"], 0)
