@@ -148,6 +148,10 @@ func TestQueueDiscipline(t *testing.T) {
 		eventually(t, 10*time.Second, "every monitor dispatched", func() bool { return s.checksPending() == monitors })
 
 		// No checker is running: everything waits, nothing is processed.
+		// (The monitors are made older than a minute: a fresh monitor owes
+		// only part of a minute's checks.)
+		_, err := s.st.Pool().Exec(ctx, `UPDATE monitors SET created_at = now() - interval '5 minutes'`)
+		require.NoError(t, err)
 		rep, err := health.Collect(ctx, s.js, s.st, 500*time.Millisecond)
 		require.NoError(t, err)
 		require.Equal(t, uint64(monitors), rep.Depth)

@@ -245,16 +245,6 @@ func ManualCheckMsgID(monitorID int64, region string, at time.Time) string {
 	return strconv.FormatInt(monitorID, 10) + "-" + region + "-m" + strconv.FormatInt(at.UnixMilli(), 10)
 }
 
-// ResultMsgID dedups re-published outcomes of the same slot (slots are
-// stored to the microsecond, so the id is too).
-func ResultMsgID(monitorID int64, region string, dueAt time.Time, manual bool) string {
-	id := strconv.FormatInt(monitorID, 10) + "-" + region + "-" + strconv.FormatInt(dueAt.UnixMicro(), 10)
-	if manual {
-		id += "-m"
-	}
-	return id
-}
-
 // Check is a due check: everything a checker needs to run it without
 // asking the database.
 type Check struct {

@@ -130,9 +130,28 @@ func (c *Checker) Run(ctx context.Context) error {
 	// the shutdown deadline cancels them.
 	checkCtx, cancelChecks := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelChecks()
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, c.cfg.Concurrency)
 
+	// A fixed pool of workers runs the checks: long-lived goroutines keep
+	// the stacks they grew, where a goroutine per check would grow a new
+	// one every time. sem counts the workers free to take a check.
+	type job struct {
+		msg jetstream.Msg
+		chk queue.Check
+		err error
+	}
+	jobs := make(chan job)
+	sem := make(chan struct{}, c.cfg.Concurrency)
+	var workers sync.WaitGroup
+	for range c.cfg.Concurrency {
+		workers.Go(func() {
+			for j := range jobs {
+				c.handle(checkCtx, j.msg, j.chk, j.err)
+				<-sem
+			}
+		})
+	}
+
+	var parked sync.WaitGroup
 	c.logger.Info("checker started", "region", c.cfg.Region, "concurrency", c.cfg.Concurrency)
 	for ctx.Err() == nil {
 		select {
@@ -153,39 +172,36 @@ func (c *Checker) Run(ctx context.Context) error {
 			}
 		}
 		chk, err := decode(msg)
-		wg.Add(1)
 		if wait := time.Until(chk.DueAt); err == nil && wait > 0 && wait < maxEarly {
 			// Dispatched ahead of its slot: start it on time, and take a
-			// place among the running checks only then.
+			// worker only then.
 			<-sem
-			go func() {
-				defer wg.Done()
+			parked.Go(func() {
+				timer := time.NewTimer(wait)
+				defer timer.Stop()
 				select {
-				case <-time.After(wait):
+				case <-timer.C:
 				case <-ctx.Done():
 					c.handBack(msg)
 					return
 				}
 				select {
 				case sem <- struct{}{}:
+					jobs <- job{msg: msg, chk: chk}
 				case <-ctx.Done():
 					c.handBack(msg)
-					return
 				}
-				defer func() { <-sem }()
-				c.handle(checkCtx, msg, chk, nil)
-			}()
+			})
 			continue
 		}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			c.handle(checkCtx, msg, chk, err)
-		}()
+		jobs <- job{msg: msg, chk: chk, err: err}
 	}
 	readers.Wait()
+	parked.Wait()
+	close(jobs)
 
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() { workers.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(c.cfg.ShutdownTimeout):
@@ -338,10 +354,11 @@ func (c *Checker) handle(ctx context.Context, msg jetstream.Msg, chk queue.Check
 	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	// The outcome is stored in RESULTS before the check is acked: a crash
-	// in between redelivers the check, and the result's message id and
-	// primary key make the second outcome a no-op.
-	if _, err := c.js.Publish(pubCtx, queue.ResultSubject(chk.MonitorID), data,
-		jetstream.WithMsgID(queue.ResultMsgID(chk.MonitorID, chk.Region, chk.DueAt, chk.Manual))); err != nil {
+	// in between redelivers the check, and the result's primary key makes
+	// the second outcome a no-op. (No message id: JetStream's dedup table
+	// would cost memory and CPU for every outcome to catch what the primary
+	// key already does.)
+	if _, err := c.js.Publish(pubCtx, queue.ResultSubject(chk.MonitorID), data); err != nil {
 		// Try again later, backing off. A check out of deliveries stays
 		// put and its advisory has the results service clear it.
 		wait := min(time.Duration(delivered)*2*time.Second, c.cfg.AckWait)

@@ -123,23 +123,59 @@ func (s *Service) consume(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create consumer %s: %w", queue.ResultsConsumer, err)
 	}
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(s.cfg.BatchSize, jetstream.FetchMaxWait(s.cfg.BatchWait))
-		if err != nil {
-			return fmt.Errorf("fetch results: %w", err)
-		}
-		var msgs []jetstream.Msg
-		for msg := range batch.Messages() {
+	// One long-lived pull subscription, batched here: a Fetch per batch
+	// would subscribe and unsubscribe an inbox every time.
+	it, err := cons.Messages(jetstream.PullMaxMessages(2 * s.cfg.BatchSize))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", queue.ResultsConsumer, err)
+	}
+	// On a stop, outcomes already fetched are still stored and acked.
+	stop := context.AfterFunc(ctx, it.Drain)
+	defer stop()
+	defer it.Stop()
+	msgs := make([]jetstream.Msg, 0, s.cfg.BatchSize)
+	for {
+		msgs = msgs[:0]
+		// Wait as long as it takes for the first outcome, then at most
+		// BatchWait for the batch to fill.
+		var deadline time.Time
+		for len(msgs) < s.cfg.BatchSize {
+			wait := time.Second
+			if !deadline.IsZero() {
+				wait = time.Until(deadline)
+				if wait <= 0 {
+					break
+				}
+			}
+			msg, err := it.Next(jetstream.NextMaxWait(wait))
+			if errors.Is(err, nats.ErrTimeout) {
+				if deadline.IsZero() {
+					continue
+				}
+				break
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				if len(msgs) > 0 {
+					s.store(ctx, msgs)
+				}
+				return nil
+			}
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				return err
+			}
+			if err != nil {
+				s.logger.Debug("fetch results", "err", err)
+				continue
+			}
+			if deadline.IsZero() {
+				deadline = time.Now().Add(s.cfg.BatchWait)
+			}
 			msgs = append(msgs, msg)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
-			s.logger.Debug("fetch results", "err", err)
 		}
 		if len(msgs) > 0 {
 			s.store(ctx, msgs)
 		}
 	}
-	return nil
 }
 
 // store writes one batch and acks it, retrying the write until it succeeds

@@ -60,6 +60,8 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Extra arguments for each service, for tuning without changing the harness.
 	TickerArgs, CheckerArgs, ResultsArgs []string
+	// NATSArgs are extra nats-server arguments (e.g. "--profile 6060").
+	NATSArgs []string
 	// Self is an executable with the hidden targets and baseline
 	// subcommands: the harness's own binary.
 	Self string
@@ -259,7 +261,7 @@ func (r *runner) startNATS(ctx context.Context) error {
 	}
 	host, port, _ := net.SplitHostPort(addr)
 	p, err := r.start(report.NATS, filepath.Join(r.binDir, "nats-server"), nil,
-		"-js", "-sd", filepath.Join(r.tmp, "nats"), "-a", host, "-p", port)
+		append([]string{"-js", "-sd", filepath.Join(r.tmp, "nats"), "-a", host, "-p", port}, r.cfg.NATSArgs...)...)
 	if err != nil {
 		return err
 	}

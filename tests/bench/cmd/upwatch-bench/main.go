@@ -53,7 +53,7 @@ func run() error {
 func bench(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("upwatch-bench", flag.ContinueOnError)
 	var cfg harness.Config
-	var tickerArgs, checkerArgs, resultsArgs, out string
+	var tickerArgs, checkerArgs, resultsArgs, natsArgs, out string
 	fs.StringVar(&cfg.Workload, "workload", "steady", "steady, burst, recovery or failing")
 	fs.IntVar(&cfg.Monitors, "monitors", 100_000, "HTTP monitors to create")
 	fs.DurationVar(&cfg.Interval, "interval", 60*time.Second, "every monitor's check interval (whole seconds)")
@@ -66,6 +66,7 @@ func bench(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 3*time.Minute, "longest wait for the queues to empty after the window")
 	fs.StringVar(&tickerArgs, "ticker-args", "", "extra upwatch-ticker arguments, space separated (e.g. \"--tick 250ms\")")
 	fs.StringVar(&checkerArgs, "checker-args", "", "extra upwatch-checker arguments, space separated")
+	fs.StringVar(&natsArgs, "nats-args", "", "extra nats-server arguments, space separated (e.g. \"--profile 6060\")")
 	fs.StringVar(&resultsArgs, "results-args", "", "extra upwatch-results arguments, space separated")
 	fs.StringVar(&out, "out", "bench-results", "directory for <workload>.json and <workload>.svg")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the temporary directory (binaries, data, logs)")
@@ -77,6 +78,7 @@ func bench(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg.TickerArgs = strings.Fields(tickerArgs)
+	cfg.NATSArgs = strings.Fields(natsArgs)
 	cfg.CheckerArgs = strings.Fields(checkerArgs)
 	cfg.ResultsArgs = strings.Fields(resultsArgs)
 	if !*quiet {
