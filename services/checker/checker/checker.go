@@ -63,6 +63,8 @@ type Checker struct {
 	prober  *probe.Prober
 	removed *removedSet
 	metrics metrics
+	// outcomes carries finished checks to the reporter (see report.go).
+	outcomes chan outcome
 }
 
 type metrics struct {
@@ -141,6 +143,9 @@ func (c *Checker) Run(ctx context.Context) error {
 	}
 	jobs := make(chan job)
 	sem := make(chan struct{}, c.cfg.Concurrency)
+	c.outcomes = make(chan outcome, c.cfg.Concurrency)
+	reported := make(chan struct{})
+	go func() { c.report(c.outcomes); close(reported) }()
 	var workers sync.WaitGroup
 	for range c.cfg.Concurrency {
 		workers.Go(func() {
@@ -209,6 +214,9 @@ func (c *Checker) Run(ctx context.Context) error {
 		cancelChecks()
 		<-done
 	}
+	// Every worker is done: report what they finished, then return.
+	close(c.outcomes)
+	<-reported
 	return nil
 }
 
@@ -351,26 +359,7 @@ func (c *Checker) handle(ctx context.Context, msg jetstream.Msg, chk queue.Check
 		c.handBack(msg)
 		return
 	}
-	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	// The outcome is stored in RESULTS before the check is acked: a crash
-	// in between redelivers the check, and the result's primary key makes
-	// the second outcome a no-op. (No message id: JetStream's dedup table
-	// would cost memory and CPU for every outcome to catch what the primary
-	// key already does.)
-	if _, err := c.js.Publish(pubCtx, queue.ResultSubject(chk.MonitorID), data); err != nil {
-		// Try again later, backing off. A check out of deliveries stays
-		// put and its advisory has the results service clear it.
-		wait := min(time.Duration(delivered)*2*time.Second, c.cfg.AckWait)
-		c.logger.Warn("publish result failed; handing the check back", "monitor", chk.MonitorID,
-			"delivery", delivered, "retry_in", wait, "err", err)
-		c.metrics.handedBack.Inc()
-		_ = msg.NakWithDelay(wait)
-		return
-	}
-	if err := msg.Ack(); err != nil {
-		c.logger.Warn("ack check", "monitor", chk.MonitorID, "err", err)
-	}
+	c.outcomes <- outcome{msg: msg, monitorID: chk.MonitorID, data: data, delivered: delivered}
 }
 
 // reportFailure sends a check that cannot run to the results service, which

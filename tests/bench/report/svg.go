@@ -41,7 +41,7 @@ func SVG(w io.Writer, r *Result) error {
 	panels := []panel{
 		{title: "checks stored per second", unit: "checks/s", lines: []line{
 			{name: "stored", color: palette[0], ys: ptrs(s.ChecksPerSecond)},
-			{name: "due (monitors / interval)", color: "#999999", dashed: true,
+			{name: "due", color: "#999999", dashed: true,
 				ys: constant(len(s.T), float64(r.Monitors)/r.IntervalSeconds)},
 		}},
 		{title: "scheduling lag p99, by due second", unit: "seconds", lines: []line{
