@@ -455,9 +455,17 @@ func TestFaults(t *testing.T) {
 		d.startChecker("checker2")
 		d.startTicker("ticker")
 		d.steady(8 * time.Second)
+		// Stop it while it has checks running (they come in waves: every
+		// monitor's check takes longer than its interval).
+		eventually(t, 10*time.Second, "checks in flight", func() bool {
+			return metric(t, d.procs["checker"], "upwatch_checker_in_flight") > 0
+		})
 		took := d.procs["checker"].terminate(t, 10*time.Second)
 		t.Logf("checker stopped %s after SIGTERM", took.Round(time.Millisecond))
 		require.Less(t, took, 5*time.Second, "within the shutdown deadline")
+		// The checks it was running had 2.5 s to go and it had 1 s: it
+		// handed them back to the stream for the other checker.
+		require.Positive(t, metric(t, d.procs["checker2"], "upwatch_checker_redeliveries_total"), "handed-back checks ran again")
 		d.steady(8 * time.Second)
 		d.drain()
 		require.Positive(t, metric(t, d.procs["checker2"], "upwatch_checker_checks_total{outcome=\"up\"}"))
