@@ -91,10 +91,16 @@ func (s *system) start(run func(ctx context.Context) error) *actor {
 }
 
 func (s *system) startTicker(tick time.Duration) *actor {
+	a, _ := s.startTickerWithMetrics(tick)
+	return a
+}
+
+func (s *system) startTickerWithMetrics(tick time.Duration) (*actor, *prometheus.Registry) {
 	cfg := ticker.DefaultConfig()
 	cfg.Tick = tick
-	tk := ticker.New(cfg, s.st, s.js, s.logger, prometheus.NewRegistry())
-	return s.start(tk.Run)
+	reg := prometheus.NewRegistry()
+	tk := ticker.New(cfg, s.st, s.js, s.logger, reg)
+	return s.start(tk.Run), reg
 }
 
 func (s *system) startChecker() *actor {

@@ -156,8 +156,8 @@ func TestPipeline(t *testing.T) {
 		}
 		_, reg := s.startResults()
 		s.startChecker()
-		t1 := s.startTicker(100 * time.Millisecond)
-		t2 := s.startTicker(100 * time.Millisecond)
+		t1, reg1 := s.startTickerWithMetrics(100 * time.Millisecond)
+		t2, reg2 := s.startTickerWithMetrics(100 * time.Millisecond)
 		time.Sleep(30 * time.Second)
 		require.NoError(t, t1.stop())
 		require.NoError(t, t2.stop())
@@ -178,6 +178,17 @@ func TestPipeline(t *testing.T) {
 				tg.hitsOf(monitorPath(i)), "monitor %d", id)
 		}
 		require.Zero(t, counterValue(t, reg, "upwatch_results_outcomes_total", "duplicate"))
+
+		// No self-requeue: every message CHECKS ever stored was published
+		// by one of the two tickers.
+		stream, err := s.js.Stream(context.Background(), "CHECKS")
+		require.NoError(t, err)
+		info, err := stream.Info(context.Background())
+		require.NoError(t, err)
+		published := counterValue(t, reg1, "upwatch_ticker_dispatches_total", "published") +
+			counterValue(t, reg2, "upwatch_ticker_dispatches_total", "published")
+		require.Positive(t, published)
+		require.Equal(t, uint64(published), info.State.LastSeq, "messages stored in CHECKS = messages the tickers published")
 	})
 
 	t.Run("DeletedMonitorsPendingCheckIsDiscarded", func(t *testing.T) {

@@ -130,20 +130,13 @@ func Collect(ctx context.Context, js jetstream.JetStream, st *store.Store, windo
 	if err != nil {
 		return r, fmt.Errorf("open stream %s: %w", queue.ChecksStream, err)
 	}
-	first, err := stream.Info(ctx)
-	if err != nil {
-		return r, fmt.Errorf("stream info: %w", err)
-	}
 	stats, err := st.QueueStats(ctx)
 	if err != nil {
 		return r, err
 	}
-	if window > 0 {
-		select {
-		case <-ctx.Done():
-			return r, ctx.Err()
-		case <-time.After(window):
-		}
+	growth, err := measureGrowth(ctx, stream, window)
+	if err != nil {
+		return r, err
 	}
 	info, err := stream.Info(ctx)
 	if err != nil {
@@ -152,9 +145,7 @@ func Collect(ctx context.Context, js jetstream.JetStream, st *store.Store, windo
 	r.WindowSeconds = window.Seconds()
 	r.Depth = info.State.Msgs
 	r.StreamCap = info.Config.MaxMsgs
-	if window > 0 {
-		r.GrowthPerMinute = (float64(info.State.Msgs) - float64(first.State.Msgs)) * float64(time.Minute) / float64(window)
-	}
+	r.GrowthPerMinute = growth
 	if info.State.Msgs > 0 && !info.State.FirstTime.IsZero() {
 		r.OldestPendingSeconds = math.Max(0, time.Since(info.State.FirstTime).Seconds())
 	}
@@ -179,6 +170,47 @@ func Collect(ctx context.Context, js jetstream.JetStream, st *store.Store, windo
 	r.LagP50Seconds, r.LagP99Seconds = stats.LagP50, stats.LagP99
 	r.ActiveMonitors = stats.ActiveMonitors
 	return r, nil
+}
+
+// growthBucket is the span whose smallest depth stands for the queue at
+// one end of the window. The ticker claims a tick's worth of checks at
+// once, so the depth is a sawtooth with the tick as its period: two single
+// samples would mostly measure where in the tick each fell. The smallest
+// depth in a tick-long span is the standing queue, whatever the phase.
+const growthBucket = time.Second
+
+// measureGrowth samples the depth of CHECKS over window and returns how
+// fast the standing queue grows, in messages per minute.
+func measureGrowth(ctx context.Context, stream jetstream.Stream, window time.Duration) (float64, error) {
+	if window < 2*growthBucket {
+		return 0, nil
+	}
+	const every = 100 * time.Millisecond
+	start := time.Now()
+	firstMin, lastMin := uint64(math.MaxUint64), uint64(math.MaxUint64)
+	for {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("stream info: %w", err)
+		}
+		elapsed := time.Since(start)
+		if elapsed < growthBucket {
+			firstMin = min(firstMin, info.State.Msgs)
+		}
+		if elapsed > window-growthBucket {
+			lastMin = min(lastMin, info.State.Msgs)
+		}
+		if elapsed >= window {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(every):
+		}
+	}
+	span := window - growthBucket
+	return (float64(lastMin) - float64(firstMin)) * float64(time.Minute) / float64(span), nil
 }
 
 // Evaluate sets Status and Reasons from the thresholds.

@@ -28,7 +28,7 @@ func (s *Store) QueueStats(ctx context.Context) (QueueStats, error) {
 			-- A monitor created under a minute ago owes only part of a
 			-- minute's checks, so a fresh system is not judged behind.
 			(SELECT coalesce(sum(60.0 / interval_seconds *
-				least(1, greatest(0, extract(epoch FROM now() - created_at) - interval_seconds) / 60)), 0)::float8
+				least(1, extract(epoch FROM now() - created_at) / 60)), 0)::float8
 				FROM monitors WHERE enabled),
 			(SELECT count(*) FROM check_results
 				WHERE stored_at > now() - interval '1 minute' AND due_at > now() - interval '1 day')::float8,

@@ -19,7 +19,7 @@ const (
 	checkPollInterval   = 100 * time.Millisecond
 	defaultSkippedLimit = 100
 	maxSkippedLimit     = 1000
-	defaultHealthWindow = 2 * time.Second
+	defaultHealthWindow = 5 * time.Second
 	maxHealthWindow     = 30 * time.Second
 	// healthGrace bounds the reads around the health sampling window, so a
 	// hung NATS or database gives a 503 instead of a request that never ends.

@@ -77,7 +77,7 @@ func queueHealth(ctx context.Context, e env, args []string) error {
 	var db dbFlags
 	db.register(fs, true)
 	asJSON := fs.Bool("json", false, "print one JSON object")
-	window := fs.Duration("window", 3*time.Second, "how long to watch the queue to measure its growth")
+	window := fs.Duration("window", 5*time.Second, "how long to watch the queue to measure its growth (at least 2s)")
 	th := health.DefaultThresholds()
 	th.RegisterFlags(fs)
 	if err := parse(fs, args); err != nil {

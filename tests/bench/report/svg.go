@@ -136,11 +136,18 @@ func SVG(w io.Writer, r *Result) error {
 					pen = false
 					continue
 				}
+				x := xOf(float64(s.T[k]))
+				// A point with no neighbour would draw nothing as a path;
+				// mark it (a burst has a single due second).
+				alone := (k == 0 || l.ys[k-1] == nil) && (k+1 >= len(l.ys) || l.ys[k+1] == nil)
+				if alone {
+					p(`<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`+"\n", x, yOf(*y), l.color)
+				}
 				cmd := "L"
 				if !pen {
 					cmd = "M"
 				}
-				fmt.Fprintf(&path, "%s%.1f %.1f ", cmd, xOf(float64(s.T[k])), yOf(*y))
+				fmt.Fprintf(&path, "%s%.1f %.1f ", cmd, x, yOf(*y))
 				pen = true
 			}
 			dash := ""
