@@ -14,10 +14,12 @@ import (
 	"net/http/pprof"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -288,4 +290,52 @@ func (d *Deps) Close() {
 	if d.Store != nil {
 		d.Store.Close()
 	}
+}
+
+// Worker is the long-running part of a service; Run returns when ctx ends.
+type Worker interface {
+	Run(ctx context.Context) error
+}
+
+// Main runs a service that is one worker: it connects (and, with needDB,
+// waits for the migrated database), serves /healthz and /metrics on
+// cfg.HTTPAddr, and runs the worker until SIGINT or SIGTERM, when the worker
+// is stopped and given the chance to finish or hand back what it holds.
+// build makes the worker from the connections.
+func Main(cfg Config, name string, needDB bool, build func(*Deps) Worker) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	deps, err := Connect(ctx, cfg, name, needDB)
+	if err != nil {
+		return err
+	}
+	defer deps.Close()
+	logger := deps.Logger
+	admin, err := Listen(cfg.HTTPAddr, AdminHandler(deps.Registry, deps.Health))
+	if err != nil {
+		return err
+	}
+
+	var g run.Group
+	// Signals: SIGINT or SIGTERM stops the group.
+	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+	// The worker: on stop, it finishes or hands back what it holds.
+	{
+		w := build(deps)
+		wctx, wcancel := context.WithCancel(ctx)
+		g.Add(func() error { return w.Run(wctx) }, func(error) {
+			logger.Info("stopping " + name)
+			wcancel()
+		})
+	}
+	// Admin: /healthz and /metrics.
+	g.Add(admin.Serve, func(error) { admin.Shutdown() })
+
+	err = g.Run()
+	logger.Info(name + " stopped")
+	var sig run.SignalError
+	if errors.As(err, &sig) {
+		return nil
+	}
+	return err
 }

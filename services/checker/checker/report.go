@@ -97,7 +97,7 @@ func (c *Checker) settle(batch []outcome, futures []jetstream.PubAckFuture) {
 // be published. A check out of deliveries stays put and its advisory has
 // the results service clear it.
 func (c *Checker) retryLater(o outcome, err error) {
-	wait := min(time.Duration(o.delivered)*2*time.Second, c.cfg.AckWait)
+	wait := min(time.Duration(min(o.delivered, 100))*2*time.Second, c.cfg.AckWait)
 	c.logger.Warn("publish result failed; handing the check back", "monitor", o.monitorID,
 		"delivery", o.delivered, "retry_in", wait, "err", err)
 	c.metrics.handedBack.Inc()

@@ -4,14 +4,9 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"syscall"
-
-	"github.com/oklog/run"
 
 	"upwatch.dev/services/checker/checker"
 	"upwatch.dev/shared/service"
@@ -37,39 +32,7 @@ func mainErr() error {
 	_ = fs.Parse(os.Args[1:])
 	ccfg.Region = cfg.Region
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	deps, err := service.Connect(ctx, cfg, "upwatch-checker", false)
-	if err != nil {
-		return err
-	}
-	defer deps.Close()
-	logger := deps.Logger
-	admin, err := service.Listen(cfg.HTTPAddr, service.AdminHandler(deps.Registry, deps.Health))
-	if err != nil {
-		return err
-	}
-
-	var g run.Group
-	// Signals: SIGINT or SIGTERM stops the group.
-	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
-	// Checker: on stop, fetches no more, finishes or hands back what it holds.
-	{
-		c := checker.New(ccfg, deps.NC, deps.JS, logger.With("component", "checker"), deps.Registry)
-		cctx, ccancel := context.WithCancel(ctx)
-		g.Add(func() error { return c.Run(cctx) }, func(error) {
-			logger.Info("stopping checker")
-			ccancel()
-		})
-	}
-	// Admin: /healthz and /metrics.
-	g.Add(admin.Serve, func(error) { admin.Shutdown() })
-
-	err = g.Run()
-	logger.Info("checker stopped")
-	var sig run.SignalError
-	if errors.As(err, &sig) {
-		return nil
-	}
-	return err
+	return service.Main(cfg, "upwatch-checker", false, func(deps *service.Deps) service.Worker {
+		return checker.New(ccfg, deps.NC, deps.JS, deps.Logger.With("component", "checker"), deps.Registry)
+	})
 }

@@ -3,15 +3,10 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"syscall"
 	"time"
-
-	"github.com/oklog/run"
 
 	"upwatch.dev/services/ticker/ticker"
 	"upwatch.dev/shared/service"
@@ -36,42 +31,9 @@ func mainErr() error {
 	_ = fs.Parse(os.Args[1:])
 	tcfg.Region = cfg.Region
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	deps, err := service.Connect(ctx, cfg, "upwatch-ticker", true)
-	if err != nil {
-		return err
-	}
-	defer deps.Close()
-	logger := deps.Logger
-	admin, err := service.Listen(cfg.HTTPAddr, service.AdminHandler(deps.Registry, deps.Health))
-	if err != nil {
-		return err
-	}
-
-	var g run.Group
-	// Signals: SIGINT or SIGTERM stops the group.
-	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
-	// Ticker: claims and dispatches until cancelled; a tick in progress
-	// finishes its publishes first.
-	{
-		t := ticker.New(tcfg, deps.Store, deps.JS, logger.With("component", "ticker"), deps.Registry)
-		tctx, tcancel := context.WithCancel(ctx)
-		g.Add(func() error { return t.Run(tctx) }, func(error) {
-			logger.Info("stopping ticker")
-			tcancel()
-		})
-	}
-	// Admin: /healthz and /metrics.
-	g.Add(admin.Serve, func(error) { admin.Shutdown() })
-
-	err = g.Run()
-	logger.Info("ticker stopped")
-	var sig run.SignalError
-	if errors.As(err, &sig) {
-		return nil
-	}
-	return err
+	return service.Main(cfg, "upwatch-ticker", true, func(deps *service.Deps) service.Worker {
+		return ticker.New(tcfg, deps.Store, deps.JS, deps.Logger.With("component", "ticker"), deps.Registry)
+	})
 }
 
 func envDuration(key string, def time.Duration) time.Duration {
