@@ -13,6 +13,7 @@ import (
 
 	"upwatch.dev/services/upwatch/up"
 	"upwatch.dev/shared/service"
+	"upwatch.dev/shared/store"
 )
 
 // Version is set at build time with
@@ -159,6 +160,14 @@ func (d *dbFlags) requireDB() error {
 			"(`upwatch up` prints the DATABASE_URL of its private PostgreSQL)"}
 	}
 	return nil
+}
+
+// open connects to the database the flags name.
+func (d *dbFlags) open(ctx context.Context) (*store.Store, error) {
+	if err := d.requireDB(); err != nil {
+		return nil, err
+	}
+	return store.Open(ctx, d.databaseURL, 2)
 }
 
 func runVersion(_ context.Context, e env, args []string) error {

@@ -3,8 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-
-	"upwatch.dev/shared/store"
 )
 
 func runMigrate(ctx context.Context, e env, args []string) error {
@@ -14,10 +12,7 @@ func runMigrate(ctx context.Context, e env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if err := db.requireDB(); err != nil {
-		return err
-	}
-	st, err := store.Open(ctx, db.databaseURL, 2)
+	st, err := db.open(ctx)
 	if err != nil {
 		return err
 	}

@@ -42,10 +42,7 @@ const natsTimeout = 2 * time.Second
 // openManager opens the database and, when NATS answers, a connection for
 // the manager's queue clean-up. The returned function closes both.
 func openManager(ctx context.Context, e env, db dbFlags) (*store.Store, *manage.Manager, func(), error) {
-	if err := db.requireDB(); err != nil {
-		return nil, nil, nil, err
-	}
-	st, err := store.Open(ctx, db.databaseURL, 2)
+	st, err := db.open(ctx)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -193,10 +190,7 @@ func monitorsList(ctx context.Context, e env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if err := db.requireDB(); err != nil {
-		return err
-	}
-	st, err := store.Open(ctx, db.databaseURL, 2)
+	st, err := db.open(ctx)
 	if err != nil {
 		return err
 	}

@@ -52,7 +52,7 @@ func openQueue(ctx context.Context, db dbFlags, needDB bool) (jetstream.JetStrea
 	}
 	var st *store.Store
 	if needDB {
-		st, err = store.Open(ctx, db.databaseURL, 2)
+		st, err = db.open(ctx)
 		if err != nil {
 			nc.Close()
 			return nil, nil, nil, err
@@ -231,10 +231,7 @@ func runCheck(ctx context.Context, e env, args []string) error {
 	if *id <= 0 {
 		return usageError{msg: "--monitor-id is required: " + checkSynopsis}
 	}
-	if err := db.requireDB(); err != nil {
-		return err
-	}
-	st, err := store.Open(ctx, db.databaseURL, 2)
+	st, err := db.open(ctx)
 	if err != nil {
 		return err
 	}
