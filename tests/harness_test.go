@@ -96,18 +96,28 @@ func (s *system) startTicker(tick time.Duration) *actor {
 }
 
 func (s *system) startTickerWithMetrics(tick time.Duration) (*actor, *prometheus.Registry) {
+	return s.startTickerWith(func(cfg *ticker.Config) { cfg.Tick = tick })
+}
+
+func (s *system) startTickerWith(change func(*ticker.Config)) (*actor, *prometheus.Registry) {
 	cfg := ticker.DefaultConfig()
-	cfg.Tick = tick
+	change(&cfg)
 	reg := prometheus.NewRegistry()
 	tk := ticker.New(cfg, s.st, s.js, s.logger, reg)
 	return s.start(tk.Run), reg
 }
 
 func (s *system) startChecker() *actor {
+	a, _ := s.startCheckerWithMetrics()
+	return a
+}
+
+func (s *system) startCheckerWithMetrics() (*actor, *prometheus.Registry) {
 	cfg := checker.DefaultConfig()
 	cfg.ShutdownTimeout = 5 * time.Second
-	c := checker.New(cfg, s.nc, s.js, s.logger, prometheus.NewRegistry())
-	return s.start(c.Run)
+	reg := prometheus.NewRegistry()
+	c := checker.New(cfg, s.nc, s.js, s.logger, reg)
+	return s.start(c.Run), reg
 }
 
 func (s *system) startResults() (*actor, *prometheus.Registry) {

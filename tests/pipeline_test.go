@@ -11,7 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"upwatch.dev/services/ticker/ticker"
 	"upwatch.dev/shared/pgtest"
+	"upwatch.dev/shared/queueadmin"
 )
 
 func TestMain(m *testing.M) {
@@ -214,5 +216,36 @@ func TestPipeline(t *testing.T) {
 		})
 		require.Zero(t, s.count(`SELECT count(*) FROM check_results WHERE monitor_id = $1`, doomed.ID))
 		require.Zero(t, tg.hitsOf("/doomed"))
+	})
+
+	t.Run("PausedMonitorsCheckAlreadyHeldByACheckerIsNotRun", func(t *testing.T) {
+		t.Parallel()
+		s := newSystem(t)
+		tg := newTarget(t, nil)
+		m := s.addMonitor("held", "http", tg.url("/held"), time.Minute, time.Second)
+		// Due in 4 s and claimed at once: the checker fetches the check and
+		// holds it until its due time, which leaves room to pause the
+		// monitor while the check is in the checker's hands.
+		_, err := s.st.Pool().Exec(context.Background(),
+			`UPDATE monitors SET due_at = now() + interval '4 s', next_check_at = now() + interval '4 s' WHERE id = $1`, m.ID)
+		require.NoError(t, err)
+		_, reg := s.startCheckerWithMetrics()
+		s.startResults()
+		s.startTickerWith(func(cfg *ticker.Config) {
+			cfg.Tick = 100 * time.Millisecond
+			cfg.Lookahead = 4500 * time.Millisecond
+		})
+		eventually(t, 3*time.Second, "the check held by the checker", func() bool {
+			entries, _, err := queueadmin.Inspect(context.Background(), s.js, 0)
+			require.NoError(t, err)
+			return len(entries) == 1 && entries[0].State == "in flight"
+		})
+		_, err = s.mgr.SetEnabled(context.Background(), m.ID, false)
+		require.NoError(t, err)
+		eventually(t, 10*time.Second, "the held check dropped", func() bool {
+			return counterValue(t, reg, "upwatch_checker_terminated_total", "monitor_removed") == 1
+		})
+		require.Zero(t, tg.hitsOf("/held"), "the paused monitor's target was not checked")
+		require.Zero(t, s.count(`SELECT count(*) FROM check_results WHERE monitor_id = $1`, m.ID))
 	})
 }

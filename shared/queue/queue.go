@@ -177,11 +177,6 @@ func CheckSubject(region, lane string, monitorID int64) string {
 	return "checks." + region + "." + lane + "." + strconv.FormatInt(monitorID, 10)
 }
 
-// CheckSubjectsOfMonitor matches a monitor's due checks in every region and lane.
-func CheckSubjectsOfMonitor(monitorID int64) string {
-	return "checks.*.*." + strconv.FormatInt(monitorID, 10)
-}
-
 // ResultSubject is the subject of one monitor's outcomes.
 func ResultSubject(monitorID int64) string {
 	return "results." + strconv.FormatInt(monitorID, 10)
